@@ -1,0 +1,3 @@
+"""sipua: an open-source SIP edge for real-time voice sessions."""
+
+__version__ = "0.1.0"

@@ -97,9 +97,7 @@ def make_response(
                 fields.append((key, field[1], f"{field[2]};tag={to_tag}"))
             else:
                 fields.append(field)
-        elif key == "record-route" and record_route:
-            fields.append(field)
-        elif key == "timestamp" and status == 100:
+        elif key == "record-route" and record_route or key == "timestamp" and status == 100:
             fields.append(field)
     for name, value in headers:
         fields.append((name.lower(), name, value))

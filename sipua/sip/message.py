@@ -252,14 +252,8 @@ class Message:
 
     def validate(self) -> None:
         """Parse every header the stack relies on, raising :class:`ParseError` on the first fault."""
-        self.top_via
-        self.from_
-        self.to
-        self.call_id
-        self.cseq
-        self.max_forwards
-        self.contact
-        self.content_length
+        for parse in _VALIDATED:
+            parse.fget(self)  # type: ignore[attr-defined]
 
     # -- serialisation -----------------------------------------------------
 
@@ -290,6 +284,18 @@ class Message:
     def header_items(self) -> list[tuple[str, str]]:
         """``(key, value)`` pairs: what message equality compares."""
         return [(k, v) for k, _, v in self.fields]
+
+
+_VALIDATED = (
+    Message.top_via,
+    Message.from_,
+    Message.to,
+    Message.call_id,
+    Message.cseq,
+    Message.max_forwards,
+    Message.contact,
+    Message.content_length,
+)
 
 
 class Request(Message):

@@ -1,0 +1,290 @@
+"""The sessions HTTP API (FastAPI).
+
+``create_app(settings, sessions, calls)`` returns an ASGI app; ``sipua serve`` runs it with
+uvicorn in the same event loop as SIP. Every HTTP route under ``/v1`` needs
+``Authorization: Bearer <api key>`` (WebSocket routes under ``/v1/streams`` authenticate with the
+session's stream token instead and are not covered here). ``/healthz`` is open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, FastAPI, Path, Query, Request, Response, Security
+from fastapi.exceptions import HTTPException, RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBearer
+from pydantic import BaseModel, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sipua import __version__
+from sipua.service.apikey import ensure_api_key, keys_equal
+from sipua.service.config import Settings
+from sipua.service.models import (
+    SessionCreate,
+    SessionPage,
+    SessionResponse,
+    SessionStatus,
+)
+from sipua.service.sessions import CallInfo, SessionRequestError, SessionService
+from sipua.service.store import StoreError
+
+__all__ = ["CallInfo", "create_app"]
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+SESSION_ID_PATTERN = r"^sess_[0-7][0-9A-HJKMNP-TV-Z]{25}$"
+_PROTECTED_PREFIX = "/v1/"
+_NOT_FOUND = "session not found"
+
+SessionId = Annotated[
+    str,
+    Path(
+        description="Session id (`sess_` + 26 characters).",
+        examples=["sess_01J0Z6Q4D5N4W8R9M3S2T1V0XY"],
+    ),
+]
+
+
+class ErrorMessage(BaseModel):
+    detail: str = Field(examples=["session not found"])
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+    version: str
+
+
+def _json_response(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+class _ApiKeyMiddleware:
+    """401 for any HTTP request under ``/v1/`` without the right bearer key.
+
+    Done ahead of routing so an unauthenticated client learns nothing from body parsing,
+    validation or size errors, and routes others add under ``/v1`` are covered too.
+    """
+
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
+        self.app = app
+        self.api_key = api_key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(_PROTECTED_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        authorization = ""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+                break
+        scheme, _, credentials = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():
+            challenge = 'Bearer realm="sipua"'
+            response = _json_response(401, "missing API key", {"WWW-Authenticate": challenge})
+        elif not keys_equal(credentials.strip(), self.api_key):
+            challenge = 'Bearer realm="sipua", error="invalid_token"'
+            response = _json_response(401, "invalid API key", {"WWW-Authenticate": challenge})
+        else:
+            await self.app(scope, receive, send)
+            return
+        await response(scope, receive, send)
+
+
+class _BodyLimitMiddleware:
+    """413 for request bodies above ``max_bytes`` (declared or streamed)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0
+                if declared > self.max_bytes:
+                    await _json_response(413, "request body too large")(scope, receive, send)
+                    return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # FastAPI re-raises HTTPException from body reading as this response.
+                    raise HTTPException(413, "request body too large")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def create_app(
+    settings: Settings,
+    sessions: SessionService,
+    calls: CallInfo | None = None,
+    *,
+    api_key: str | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    end_calls_timeout: float = 10.0,
+) -> FastAPI:
+    """The HTTP API app.
+
+    ``api_key`` defaults to :func:`ensure_api_key` (``SIPUA_API_KEY`` or ``<data_dir>/api_key``).
+    ``calls`` supplies live call counts and hangs up calls when a session is ended; without it
+    counts are 0. ``settings``, ``sessions`` and ``calls`` are also on ``app.state``.
+    """
+    key = api_key if api_key is not None else ensure_api_key(settings)[0]
+    if not key:
+        raise ValueError("api_key must not be empty")
+
+    app = FastAPI(
+        title="sipua",
+        version=__version__,
+        summary="SIP edge for real-time voice sessions.",
+        description=(
+            "Create a session, then let a PBX or SIP trunk dial its `sip.uri` (or `sip.tls_uri`); "
+            "sipua answers and connects the call's audio to the session's media app. The "
+            "session's `stream.url` and `stream.token` give a client the media stream.\n\n"
+            "Every `/v1` route needs `Authorization: Bearer <api key>`."
+        ),
+        openapi_tags=[
+            {"name": "sessions", "description": "Create, inspect, list and end sessions."},
+            {"name": "health", "description": "Liveness probe (no authentication)."},
+        ],
+    )
+    app.state.settings = settings
+    app.state.sessions = sessions
+    app.state.calls = calls
+
+    # Outermost first: authentication, then the body limit.
+    app.add_middleware(_BodyLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(_ApiKeyMiddleware, api_key=key)
+
+    @app.exception_handler(StoreError)
+    async def _store_failed(request: Request, exc: StoreError) -> Response:
+        log.error("session store failed: %s", exc)
+        return _json_response(503, "session store unavailable")
+
+    def calls_of(session_id: str) -> int:
+        if calls is None:
+            return 0
+        try:
+            return int(calls.active_calls(session_id))
+        except Exception:
+            log.exception("active_calls failed", extra={"session_id": session_id})
+            return 0
+
+    def view(session_id: str) -> SessionResponse:
+        session = sessions.get(session_id)
+        if session is None:
+            raise HTTPException(404, _NOT_FOUND)
+        return sessions.describe(session, calls_of(session.id))
+
+    # The middleware enforces the key; this declares it in the OpenAPI document.
+    bearer = HTTPBearer(
+        auto_error=False,
+        scheme_name="apiKey",
+        description="The API key: SIPUA_API_KEY, or the key generated into <data_dir>/api_key.",
+    )
+    unauthorized = {401: {"model": ErrorMessage, "description": "Missing or invalid API key"}}
+    not_found = {404: {"model": ErrorMessage, "description": "No session with this id"}}
+    router = APIRouter(
+        prefix="/v1", tags=["sessions"], dependencies=[Security(bearer)], responses=unauthorized
+    )
+
+    @router.post(
+        "/sessions",
+        status_code=201,
+        response_model=SessionResponse,
+        summary="Create a session",
+        description="Creates an active session and returns its SIP URIs and media stream. "
+        "The `Location` header names the new session.",
+    )
+    async def create_session(body: SessionCreate, response: Response) -> SessionResponse:
+        try:
+            session = sessions.create(body)
+        except SessionRequestError as exc:
+            raise RequestValidationError(exc.errors(), body=None) from None
+        response.headers["Location"] = f"/v1/sessions/{session.id}"
+        return sessions.describe(session, 0)
+
+    @router.get(
+        "/sessions/{session_id}",
+        response_model=SessionResponse,
+        summary="Get a session",
+        responses=not_found,
+    )
+    async def get_session(session_id: SessionId) -> SessionResponse:
+        return view(session_id)
+
+    @router.get(
+        "/sessions",
+        response_model=SessionPage,
+        summary="List sessions",
+        description="Sessions in creation order, oldest first. Pass `next_after` from one page "
+        "as `after` to get the next; it is null on the last page.",
+    )
+    async def list_sessions(
+        limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 20,
+        after: Annotated[
+            str | None,
+            Query(pattern=SESSION_ID_PATTERN, description="Return sessions created after this id."),
+        ] = None,
+        status: Annotated[SessionStatus | None, Query(description="Only this status.")] = None,
+    ) -> SessionPage:
+        page = sessions.list(limit=limit, after=after, status=status)
+        return SessionPage(
+            data=[sessions.describe(s, calls_of(s.id)) for s in page.items],
+            next_after=page.next_after,
+        )
+
+    @router.post(
+        "/sessions/{session_id}/end",
+        response_model=SessionResponse,
+        summary="End a session",
+        description="Ends the session and hangs up its calls. Ending an ended session "
+        "returns it unchanged.",
+        responses=not_found,
+    )
+    async def end_session(session_id: SessionId) -> SessionResponse:
+        session = await sessions.end(session_id)
+        if session is None:
+            raise HTTPException(404, _NOT_FOUND)
+        if calls is not None:
+            try:
+                await asyncio.wait_for(calls.end_calls(session_id), timeout=end_calls_timeout)
+            except TimeoutError:
+                log.warning(
+                    "ending calls took over %.1fs",
+                    end_calls_timeout,
+                    extra={"session_id": session_id},
+                )
+            except Exception:
+                log.exception("end_calls failed", extra={"session_id": session_id})
+        return sessions.describe(session, calls_of(session_id))
+
+    app.include_router(router)
+
+    @app.get("/healthz", response_model=Health, tags=["health"], summary="Liveness probe")
+    async def healthz() -> Health:
+        return Health(status="ok", version=__version__)
+
+    return app
+
+
+def openapi_json(app: FastAPI) -> str:
+    """The OpenAPI document as JSON text (for docs builds and clients)."""
+    return json.dumps(app.openapi(), indent=2, sort_keys=True)

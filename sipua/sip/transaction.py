@@ -1,0 +1,785 @@
+"""The SIP transaction layer (RFC 3261 §17, RFC 6026, RFC 4320), sans-I/O.
+
+:class:`TransactionLayer` is fed received messages and the current time, and
+is asked for what to send (:meth:`~TransactionLayer.messages_to_send`), when
+to wake it next (:meth:`~TransactionLayer.next_timer`) and what happened
+(:meth:`~TransactionLayer.next_event`). It never reads a clock or touches a
+socket. The four state machines of Figures 5–8 (with RFC 6026's Accepted
+state) are the transition tables below: ``(state, input) -> (next state,
+actions)``.
+
+Where a message goes is the transport's business: a received message carries
+an opaque ``context`` (set by the transport) and responses are sent back with
+it; a client transaction is given the context of its destination. Whether the
+transport is reliable decides the timers (§17.1.1.2, §17.1.2.2, §17.2.1).
+
+One duty of the transaction user is done here as well: retransmitting a 2xx to
+INVITE until its ACK arrives (§13.3.1.4). The server INVITE transaction does
+it in the Accepted state (RFC 6026 §7.1), matches the ACK (which has a branch
+of its own) by Call-ID, CSeq and tags, and reports :class:`AckReceived` or,
+after 64*T1, :class:`AckTimedOut`. The user needs no timer of its own.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from .builders import make_response
+from .errors import ParseError
+from .ids import MAGIC_COOKIE
+from .message import Request, Response
+
+
+class Kind(Enum):
+    INVITE_CLIENT = "ict"
+    NON_INVITE_CLIENT = "nict"
+    INVITE_SERVER = "ist"
+    NON_INVITE_SERVER = "nist"
+
+
+class State(Enum):
+    CALLING = "Calling"
+    TRYING = "Trying"
+    PROCEEDING = "Proceeding"
+    COMPLETED = "Completed"
+    CONFIRMED = "Confirmed"
+    ACCEPTED = "Accepted"
+    TERMINATED = "Terminated"
+
+
+@dataclass(frozen=True, slots=True)
+class TimerConfig:
+    """RFC 3261 §17.1.1.1 / Table 4 base values, in seconds."""
+
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
+    d: float = 32.0  # Timer D on unreliable transports (> 32 s)
+
+
+class Transaction:
+    """One client or server transaction. Its fields are read by the user, changed only by the layer."""
+
+    __slots__ = (
+        "kind",
+        "key",
+        "state",
+        "request",
+        "context",
+        "reliable",
+        "request_bytes",
+        "last_response",
+        "response_bytes",
+        "ack_bytes",
+        "interval",
+        "deadlines",
+        "to_tag",
+        "ack_key",
+        "merge_key",
+        "user_data",
+    )
+
+    def __init__(
+        self, kind: Kind, key: tuple, request: Request, context: Any, reliable: bool
+    ) -> None:
+        self.kind = kind
+        self.key = key
+        self.state = State.TRYING
+        self.request = request
+        self.context = context
+        self.reliable = reliable
+        self.request_bytes: bytes | None = None
+        self.last_response: Response | None = None
+        self.response_bytes: bytes | None = None
+        self.ack_bytes: bytes | None = None
+        self.interval = 0.0  # the current retransmission interval of Timer A, E or G
+        self.deadlines: dict[str, float] = {}
+        self.to_tag: str | None = None
+        self.ack_key: tuple | None = None
+        self.merge_key: tuple | None = None
+        self.user_data: Any = None  # free for the transaction user
+
+    @property
+    def method(self) -> str:
+        return self.request.method
+
+    @property
+    def is_server(self) -> bool:
+        return self.kind in (Kind.INVITE_SERVER, Kind.NON_INVITE_SERVER)
+
+    def __repr__(self) -> str:
+        return f"<Transaction {self.kind.value} {self.request.method} {self.state.value}>"
+
+
+# -- what the layer tells its user ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RequestReceived:
+    """A new request created a server transaction; the user must answer it."""
+
+    request: Request
+    transaction: Transaction
+
+
+@dataclass(frozen=True, slots=True)
+class CancelReceived:
+    """A CANCEL matched a pending INVITE (already answered 200 by the layer, RFC 3261 §9.2).
+
+    The user should end the INVITE with 487 if it has not sent a final response.
+    """
+
+    request: Request
+    invite: Transaction
+
+
+@dataclass(frozen=True, slots=True)
+class AckReceived:
+    """An ACK outside any transaction: the ACK of a 2xx (``transaction`` set when matched)."""
+
+    request: Request
+    transaction: Transaction | None
+
+
+@dataclass(frozen=True, slots=True)
+class AckTimedOut:
+    """No ACK came for a 2xx within 64*T1 (RFC 3261 §13.3.1.4): the user should send BYE."""
+
+    transaction: Transaction
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseReceived:
+    response: Response
+    transaction: Transaction
+
+
+@dataclass(frozen=True, slots=True)
+class StrayResponseReceived:
+    """A response matching no client transaction (e.g. a 2xx retransmitted after it ended)."""
+
+    response: Response
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionTimedOut:
+    """Timer B or F (client), or Timer H (server, no ACK for a non-2xx final response)."""
+
+    transaction: Transaction
+    timer: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionFailed:
+    """The transport reported a failure (RFC 3261 §17.1.4, §17.2.4)."""
+
+    transaction: Transaction
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """Bytes to send, and the transport context saying where."""
+
+    data: bytes
+    context: Any
+    message: Request | Response
+
+
+Event = (
+    RequestReceived
+    | CancelReceived
+    | AckReceived
+    | AckTimedOut
+    | ResponseReceived
+    | StrayResponseReceived
+    | TransactionTimedOut
+    | TransactionFailed
+)
+
+# -- transition tables ---------------------------------------------------------
+# Inputs: "1xx", "2xx", "3-6xx" (a received response, or one the user sends on a
+# server transaction: "tu_1xx", "tu_2xx", "tu_3-6xx"), "request" (a retransmitted
+# request), "ack", timers by letter, "transport_error".
+# Actions are method names of TransactionLayer, run in order.
+
+_S = State
+ICT_TABLE: dict[tuple[State, str], tuple[State | None, tuple[str, ...]]] = {
+    (_S.CALLING, "A"): (None, ("resend_request", "backoff_a")),
+    (_S.CALLING, "B"): (_S.TERMINATED, ("report_timeout",)),
+    (_S.CALLING, "1xx"): (_S.PROCEEDING, ("stop_a", "pass_response")),
+    (_S.CALLING, "2xx"): (_S.ACCEPTED, ("stop_a", "stop_b", "pass_response", "start_m")),
+    (_S.CALLING, "3-6xx"): (
+        _S.COMPLETED,
+        ("stop_a", "stop_b", "send_ack", "pass_response", "start_d"),
+    ),
+    (_S.CALLING, "transport_error"): (_S.TERMINATED, ("report_failure",)),
+    (_S.PROCEEDING, "1xx"): (None, ("pass_response",)),
+    (_S.PROCEEDING, "2xx"): (_S.ACCEPTED, ("stop_b", "pass_response", "start_m")),
+    (_S.PROCEEDING, "3-6xx"): (_S.COMPLETED, ("stop_b", "send_ack", "pass_response", "start_d")),
+    (_S.PROCEEDING, "B"): (_S.TERMINATED, ("report_timeout",)),
+    (_S.COMPLETED, "3-6xx"): (None, ("resend_ack",)),
+    (_S.COMPLETED, "D"): (_S.TERMINATED, ()),
+    (_S.COMPLETED, "transport_error"): (_S.TERMINATED, ("report_failure",)),
+    # RFC 6026 §7.2: 2xx retransmissions and forked 2xx go to the user, who ACKs them.
+    (_S.ACCEPTED, "2xx"): (None, ("pass_response",)),
+    (_S.ACCEPTED, "M"): (_S.TERMINATED, ()),
+}
+
+NICT_TABLE: dict[tuple[State, str], tuple[State | None, tuple[str, ...]]] = {
+    (_S.TRYING, "E"): (None, ("resend_request", "backoff_e")),
+    (_S.TRYING, "F"): (_S.TERMINATED, ("report_timeout",)),
+    (_S.TRYING, "1xx"): (_S.PROCEEDING, ("pass_response",)),
+    (_S.TRYING, "2xx"): (_S.COMPLETED, ("stop_e", "stop_f", "pass_response", "start_k")),
+    (_S.TRYING, "3-6xx"): (_S.COMPLETED, ("stop_e", "stop_f", "pass_response", "start_k")),
+    (_S.TRYING, "transport_error"): (_S.TERMINATED, ("report_failure",)),
+    (_S.PROCEEDING, "E"): (None, ("resend_request", "backoff_e_t2")),
+    (_S.PROCEEDING, "F"): (_S.TERMINATED, ("report_timeout",)),
+    (_S.PROCEEDING, "1xx"): (None, ("pass_response",)),
+    (_S.PROCEEDING, "2xx"): (_S.COMPLETED, ("stop_e", "stop_f", "pass_response", "start_k")),
+    (_S.PROCEEDING, "3-6xx"): (_S.COMPLETED, ("stop_e", "stop_f", "pass_response", "start_k")),
+    (_S.PROCEEDING, "transport_error"): (_S.TERMINATED, ("report_failure",)),
+    (_S.COMPLETED, "K"): (_S.TERMINATED, ()),
+}
+
+IST_TABLE: dict[tuple[State, str], tuple[State | None, tuple[str, ...]]] = {
+    (_S.PROCEEDING, "request"): (None, ("resend_response",)),
+    (_S.PROCEEDING, "tu_1xx"): (None, ("send_response",)),
+    (_S.PROCEEDING, "tu_2xx"): (_S.ACCEPTED, ("send_response", "start_l", "start_2xx_retransmit")),
+    (_S.PROCEEDING, "tu_3-6xx"): (_S.COMPLETED, ("send_response", "start_g", "start_h")),
+    (_S.PROCEEDING, "transport_error"): (_S.TERMINATED, ("report_failure",)),
+    (_S.COMPLETED, "request"): (None, ("resend_response",)),
+    (_S.COMPLETED, "G"): (None, ("resend_response", "backoff_g")),
+    (_S.COMPLETED, "H"): (_S.TERMINATED, ("report_timeout",)),
+    (_S.COMPLETED, "ack"): (_S.CONFIRMED, ("stop_g", "stop_h", "start_i")),
+    (_S.COMPLETED, "transport_error"): (_S.TERMINATED, ("report_failure",)),
+    (_S.CONFIRMED, "ack"): (None, ()),
+    (_S.CONFIRMED, "request"): (None, ()),
+    (_S.CONFIRMED, "I"): (_S.TERMINATED, ()),
+    # RFC 6026 §7.1: INVITE retransmissions are absorbed, the user's 2xx retransmissions sent.
+    (_S.ACCEPTED, "request"): (None, ()),
+    (_S.ACCEPTED, "tu_2xx"): (None, ("send_response",)),
+    (_S.ACCEPTED, "retransmit_2xx"): (None, ("resend_response", "backoff_2xx")),
+    (_S.ACCEPTED, "2xx_acked"): (None, ("stop_retransmit_2xx",)),
+    (_S.ACCEPTED, "L"): (_S.TERMINATED, ("report_ack_timeout",)),
+}
+
+NIST_TABLE: dict[tuple[State, str], tuple[State | None, tuple[str, ...]]] = {
+    (_S.TRYING, "request"): (None, ()),
+    (_S.TRYING, "tu_1xx"): (_S.PROCEEDING, ("send_response",)),
+    (_S.TRYING, "tu_2xx"): (_S.COMPLETED, ("send_response", "start_j")),
+    (_S.TRYING, "tu_3-6xx"): (_S.COMPLETED, ("send_response", "start_j")),
+    (_S.PROCEEDING, "request"): (None, ("resend_response",)),
+    (_S.PROCEEDING, "tu_1xx"): (None, ("send_response",)),
+    (_S.PROCEEDING, "tu_2xx"): (_S.COMPLETED, ("send_response", "start_j")),
+    (_S.PROCEEDING, "tu_3-6xx"): (_S.COMPLETED, ("send_response", "start_j")),
+    (_S.PROCEEDING, "transport_error"): (_S.TERMINATED, ("report_failure",)),
+    (_S.COMPLETED, "request"): (None, ("resend_response",)),
+    (_S.COMPLETED, "J"): (_S.TERMINATED, ()),
+    (_S.COMPLETED, "transport_error"): (_S.TERMINATED, ()),
+}
+
+TABLES = {
+    Kind.INVITE_CLIENT: ICT_TABLE,
+    Kind.NON_INVITE_CLIENT: NICT_TABLE,
+    Kind.INVITE_SERVER: IST_TABLE,
+    Kind.NON_INVITE_SERVER: NIST_TABLE,
+}
+
+_INITIAL = {
+    Kind.INVITE_CLIENT: State.CALLING,
+    Kind.NON_INVITE_CLIENT: State.TRYING,
+    Kind.INVITE_SERVER: State.PROCEEDING,
+    Kind.NON_INVITE_SERVER: State.TRYING,
+}
+
+
+def _response_class(status: int) -> str:
+    if status < 200:
+        return "1xx"
+    if status < 300:
+        return "2xx"
+    return "3-6xx"
+
+
+def _rfc3261_branch(branch: str | None) -> bool:
+    # RFC 4475 §3.2.1: a branch that is only the magic cookie identifies nothing.
+    return (
+        branch is not None and branch.startswith(MAGIC_COOKIE) and len(branch) > len(MAGIC_COOKIE)
+    )
+
+
+class TransactionLayer:
+    """All transactions of one SIP element."""
+
+    def __init__(
+        self,
+        timers: TimerConfig | None = None,
+        *,
+        auto_trying: bool = True,
+        max_transactions: int | None = None,
+    ) -> None:
+        self.timers = timers or TimerConfig()
+        self.auto_trying = auto_trying  # RFC 3261 §17.2.1: 100 Trying for INVITE at once
+        self.max_transactions = max_transactions
+        self.server: dict[tuple, Transaction] = {}
+        self.client: dict[tuple, Transaction] = {}
+        self._awaiting_ack: dict[tuple, Transaction] = {}
+        self._merge: dict[tuple, Transaction] = {}
+        self._heap: list[tuple[float, int, Transaction, str]] = []
+        self._seq = itertools.count()
+        self._out: list[Outgoing] = []
+        self._events: list[Event] = []
+        self._event_pos = 0
+        self.counters: dict[str, int] = {
+            "retransmissions_sent": 0,
+            "retransmissions_received": 0,
+            "merged_requests": 0,
+            "stray_acks": 0,
+            "stray_responses": 0,
+            "timeouts": 0,
+            "overloaded": 0,
+        }
+
+    # -- pulled output ---------------------------------------------------------
+
+    def messages_to_send(self) -> list[Outgoing]:
+        out = self._out
+        self._out = []
+        return out
+
+    def next_event(self) -> Event | None:
+        events = self._events
+        pos = self._event_pos
+        if pos < len(events):
+            self._event_pos = pos + 1
+            if pos + 1 == len(events):
+                self._events = []
+                self._event_pos = 0
+            return events[pos]
+        return None
+
+    def events(self) -> list[Event]:
+        """Every pending event at once (same order as :meth:`next_event`)."""
+        events = self._events[self._event_pos :]
+        self._events = []
+        self._event_pos = 0
+        return events
+
+    def next_timer(self) -> float | None:
+        heap = self._heap
+        while heap:
+            when, _, tx, name = heap[0]
+            if tx.deadlines.get(name) == when:
+                return when
+            heapq.heappop(heap)  # cancelled or superseded
+        return None
+
+    def __len__(self) -> int:
+        return len(self.server) + len(self.client)
+
+    # -- input: time -------------------------------------------------------------
+
+    def handle_timer(self, now: float) -> None:
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            when, _, tx, name = heapq.heappop(heap)
+            if tx.deadlines.get(name) != when:
+                continue
+            del tx.deadlines[name]
+            self._input(tx, name, name, now)
+
+    # -- input: messages -----------------------------------------------------------
+
+    def receive(self, message: Request | Response, now: float, *, reliable: bool = False) -> None:
+        """A message the transport received; its ``context`` says where it came from.
+
+        Raises :class:`ParseError` when a header the layer needs is malformed;
+        the caller answers a request with ``error.status`` statelessly and
+        drops a response (RFC 3261 §18.1.2).
+        """
+        if isinstance(message, Response):
+            self._receive_response(message, now)
+        else:
+            self._receive_request(message, now, reliable)
+
+    def _server_key(self, request: Request, method: str) -> tuple:
+        via = request.top_via
+        branch = via.branch
+        if _rfc3261_branch(branch):
+            return (branch, via.sent_by.lower(), method)
+        # RFC 3261 §17.2.3, RFC 2543 matching: everything but the To tag of an ACK.
+        return (
+            "2543",
+            str(request.uri),
+            request.from_.tag,
+            request.call_id,
+            request.cseq.seq,
+            str(via),
+            method,
+        )
+
+    def _receive_request(self, request: Request, now: float, reliable: bool) -> None:
+        method = request.method
+        if method == "ACK":
+            key = self._server_key(request, "INVITE")
+            tx = self.server.get(key)
+            if tx is not None and tx.state is not State.ACCEPTED:
+                if key[0] == "2543" and tx.to_tag is not None and request.to.tag != tx.to_tag:
+                    tx = None
+                else:
+                    self._input(tx, "ack", request, now)
+                    return
+            self._ack_outside_transaction(request, now)
+            return
+        key = self._server_key(request, method)
+        tx = self.server.get(key)
+        if tx is not None:
+            self.counters["retransmissions_received"] += 1
+            self._input(tx, "request", request, now)
+            return
+        if method == "CANCEL":
+            self._receive_cancel(request, key, now, reliable)
+            return
+        if self.max_transactions is not None and len(self) >= self.max_transactions:
+            self.counters["overloaded"] += 1
+            self._respond_statelessly(request, 503, [("Retry-After", "5")])
+            return
+        kind = Kind.INVITE_SERVER if method == "INVITE" else Kind.NON_INVITE_SERVER
+        tx = self._new(kind, key, request, request.context, reliable)
+        # RFC 3261 §8.2.2.2: same From tag, Call-ID and CSeq as a request in
+        # progress but another branch, and no To tag: the request was forked
+        # and came back by another path.
+        if request.to.tag is None:
+            merge_key = (request.from_.tag, request.call_id, request.cseq.seq, method)
+            other = self._merge.get(merge_key)
+            if other is not None and other.state is not State.TERMINATED:
+                self.counters["merged_requests"] += 1
+                self.respond(tx, make_response(request, 482), now)
+                return
+            tx.merge_key = merge_key
+            self._merge[merge_key] = tx
+        if kind is Kind.INVITE_SERVER and self.auto_trying:
+            self.respond(tx, make_response(request, 100), now)
+        self._events.append(RequestReceived(request, tx))
+
+    def _receive_cancel(self, request: Request, key: tuple, now: float, reliable: bool) -> None:
+        tx = self._new(Kind.NON_INVITE_SERVER, key, request, request.context, reliable)
+        invite_key = key[:-1] + ("INVITE",)
+        invite = self.server.get(invite_key)
+        if invite is None:
+            # RFC 3261 §9.2: no matching transaction.
+            self.respond(tx, make_response(request, 481), now)
+            return
+        # The 200 to the CANCEL carries the To tag of the INVITE's responses.
+        self.respond(tx, make_response(request, 200, to_tag=invite.to_tag), now)
+        if invite.state is State.PROCEEDING:
+            self._events.append(CancelReceived(request, invite))
+
+    def _ack_outside_transaction(self, request: Request, now: float) -> None:
+        ack_key = (request.call_id, request.cseq.seq, request.from_.tag, request.to.tag)
+        tx = self._awaiting_ack.pop(ack_key, None)
+        if tx is not None:
+            self._input(tx, "2xx_acked", request, now)
+        elif ack_key[3] is None:
+            self.counters["stray_acks"] += 1
+        self._events.append(AckReceived(request, tx))
+
+    def _receive_response(self, response: Response, now: float) -> None:
+        via = response.top_via
+        key = (via.branch, response.cseq.method)
+        tx = self.client.get(key)
+        if tx is None:
+            self.counters["stray_responses"] += 1
+            self._events.append(StrayResponseReceived(response))
+            return
+        self._input(tx, _response_class(response.status), response, now)
+
+    # -- input: the user ------------------------------------------------------------
+
+    def send_request(
+        self, request: Request, now: float, *, context: Any = None, reliable: bool = False
+    ) -> Transaction:
+        """Start a client transaction for ``request`` (its top Via carries the branch).
+
+        An ACK is not a transaction: use :meth:`send_stateless`.
+        """
+        method = request.method
+        if method == "ACK":
+            raise ValueError("ACK is sent with send_stateless, not in a transaction")
+        branch = request.top_via.branch
+        if not _rfc3261_branch(branch):
+            raise ValueError("client requests need a branch starting with z9hG4bK")
+        key = (branch, method)
+        if key in self.client:
+            raise ValueError(f"a client transaction with branch {branch} {method} already exists")
+        kind = Kind.INVITE_CLIENT if method == "INVITE" else Kind.NON_INVITE_CLIENT
+        tx = self._new(kind, key, request, context, reliable)
+        tx.request_bytes = request.to_bytes()
+        self._send(tx.request_bytes, context, request)
+        t = self.timers
+        if kind is Kind.INVITE_CLIENT:
+            if not reliable:
+                tx.interval = t.t1
+                self._start(tx, "A", now + t.t1)
+            self._start(tx, "B", now + 64 * t.t1)
+        else:
+            if not reliable:
+                tx.interval = t.t1
+                self._start(tx, "E", now + t.t1)
+            self._start(tx, "F", now + 64 * t.t1)
+        return tx
+
+    def respond(self, transaction: Transaction, response: Response, now: float) -> bool:
+        """Send a response on a server transaction.
+
+        Returns False (and sends nothing) when the transaction has already
+        ended, which happens in races such as a CANCEL crossing a final response.
+        """
+        if not transaction.is_server:
+            raise ValueError("respond() needs a server transaction")
+        if transaction.state is State.TERMINATED:
+            return False
+        status = response.status
+        if status >= 101 and transaction.to_tag is None:
+            transaction.to_tag = response.to.tag
+        event = "tu_" + _response_class(status)
+        table = TABLES[transaction.kind]
+        if (transaction.state, event) not in table:
+            raise ValueError(
+                f"cannot send {status} in state {transaction.state.value} of {transaction!r}"
+            )
+        self._input(transaction, event, response, now)
+        return True
+
+    def send_stateless(self, message: Request | Response, context: Any) -> None:
+        """Send outside any transaction: the ACK of a 2xx, or a stateless response."""
+        self._send(message.to_bytes(), context, message)
+
+    def transport_error(
+        self, transaction: Transaction, now: float, reason: str = "transport error"
+    ) -> None:
+        """The transport could not deliver a message of this transaction."""
+        if (transaction.state, "transport_error") in TABLES[transaction.kind]:
+            self._input(transaction, "transport_error", reason, now)
+
+    def terminate(self, transaction: Transaction) -> None:
+        """Forget a transaction now (the user gave up on it)."""
+        self._enter(transaction, State.TERMINATED)
+
+    # -- the machine ---------------------------------------------------------------
+
+    def _new(
+        self, kind: Kind, key: tuple, request: Request, context: Any, reliable: bool
+    ) -> Transaction:
+        tx = Transaction(kind, key, request, context, reliable)
+        tx.state = _INITIAL[kind]
+        if kind in (Kind.INVITE_SERVER, Kind.NON_INVITE_SERVER):
+            self.server[key] = tx
+        else:
+            self.client[key] = tx
+        return tx
+
+    def _input(self, tx: Transaction, event: str, arg: Any, now: float) -> None:
+        entry = TABLES[tx.kind].get((tx.state, event))
+        if entry is None:
+            return  # RFC 3261 §17: inputs a state does not name are absorbed
+        next_state, actions = entry
+        for action in actions:
+            _ACTIONS[action](self, tx, arg, now)
+        if next_state is not None and next_state is not tx.state:
+            self._enter(tx, next_state)
+
+    def _enter(self, tx: Transaction, state: State) -> None:
+        tx.state = state
+        if state is State.TERMINATED:
+            tx.deadlines.clear()
+            table = self.server if tx.is_server else self.client
+            if table.get(tx.key) is tx:
+                del table[tx.key]
+            if tx.merge_key is not None and self._merge.get(tx.merge_key) is tx:
+                del self._merge[tx.merge_key]
+            if tx.ack_key is not None and self._awaiting_ack.get(tx.ack_key) is tx:
+                del self._awaiting_ack[tx.ack_key]
+
+    def _start(self, tx: Transaction, name: str, when: float) -> None:
+        tx.deadlines[name] = when
+        heapq.heappush(self._heap, (when, next(self._seq), tx, name))
+
+    def _stop(self, tx: Transaction, name: str) -> None:
+        tx.deadlines.pop(name, None)
+
+    def _send(self, data: bytes, context: Any, message: Request | Response) -> None:
+        self._out.append(Outgoing(data, context, message))
+
+    def _respond_statelessly(
+        self, request: Request, status: int, headers: list[tuple[str, str]]
+    ) -> None:
+        self.send_stateless(make_response(request, status, headers=headers), request.context)
+
+    # actions (named in the tables)
+
+    def _a_resend_request(self, tx: Transaction, arg: Any, now: float) -> None:
+        self.counters["retransmissions_sent"] += 1
+        assert tx.request_bytes is not None
+        self._send(tx.request_bytes, tx.context, tx.request)
+
+    def _a_backoff_a(self, tx: Transaction, arg: Any, now: float) -> None:
+        tx.interval *= 2
+        self._start(tx, "A", now + tx.interval)
+
+    def _a_backoff_e(self, tx: Transaction, arg: Any, now: float) -> None:
+        tx.interval = min(tx.interval * 2, self.timers.t2)
+        self._start(tx, "E", now + tx.interval)
+
+    def _a_backoff_e_t2(self, tx: Transaction, arg: Any, now: float) -> None:
+        tx.interval = self.timers.t2
+        self._start(tx, "E", now + tx.interval)
+
+    def _a_backoff_g(self, tx: Transaction, arg: Any, now: float) -> None:
+        tx.interval = min(tx.interval * 2, self.timers.t2)
+        self._start(tx, "G", now + tx.interval)
+
+    def _a_backoff_2xx(self, tx: Transaction, arg: Any, now: float) -> None:
+        tx.interval = min(tx.interval * 2, self.timers.t2)
+        self._start(tx, "retransmit_2xx", now + tx.interval)
+
+    def _a_pass_response(self, tx: Transaction, arg: Any, now: float) -> None:
+        self._events.append(ResponseReceived(arg, tx))
+
+    def _a_send_ack(self, tx: Transaction, arg: Any, now: float) -> None:
+        ack = _ack_for_non_2xx(tx.request, arg)
+        tx.ack_bytes = ack.to_bytes()
+        self._send(tx.ack_bytes, tx.context, ack)
+
+    def _a_resend_ack(self, tx: Transaction, arg: Any, now: float) -> None:
+        if tx.ack_bytes is not None:
+            self.counters["retransmissions_sent"] += 1
+            self._send(tx.ack_bytes, tx.context, tx.request)
+
+    def _a_send_response(self, tx: Transaction, arg: Response, now: float) -> None:
+        data = arg.to_bytes()
+        tx.last_response = arg
+        tx.response_bytes = data
+        self._send(data, tx.context, arg)
+
+    def _a_resend_response(self, tx: Transaction, arg: Any, now: float) -> None:
+        if tx.response_bytes is not None and tx.last_response is not None:
+            self.counters["retransmissions_sent"] += 1
+            self._send(tx.response_bytes, tx.context, tx.last_response)
+
+    def _a_report_timeout(self, tx: Transaction, arg: Any, now: float) -> None:
+        self.counters["timeouts"] += 1
+        self._events.append(TransactionTimedOut(tx, arg or "?"))
+
+    def _a_report_failure(self, tx: Transaction, arg: Any, now: float) -> None:
+        self._events.append(TransactionFailed(tx, str(arg)))
+
+    def _a_report_ack_timeout(self, tx: Transaction, arg: Any, now: float) -> None:
+        if tx.ack_key is not None and self._awaiting_ack.get(tx.ack_key) is tx:
+            self.counters["timeouts"] += 1
+            self._events.append(AckTimedOut(tx))
+
+    def _a_start_2xx_retransmit(self, tx: Transaction, arg: Response, now: float) -> None:
+        tx.ack_key = (tx.request.call_id, tx.request.cseq.seq, tx.request.from_.tag, arg.to.tag)
+        self._awaiting_ack[tx.ack_key] = tx
+        if not tx.reliable:
+            tx.interval = self.timers.t1
+            self._start(tx, "retransmit_2xx", now + tx.interval)
+
+    def _a_stop_retransmit_2xx(self, tx: Transaction, arg: Any, now: float) -> None:
+        self._stop(tx, "retransmit_2xx")
+        tx.ack_key = None
+
+    def _a_start_g(self, tx: Transaction, arg: Any, now: float) -> None:
+        if not tx.reliable:
+            tx.interval = self.timers.t1
+            self._start(tx, "G", now + tx.interval)
+
+    def _timer_starter(name: str, duration: Callable[[TimerConfig, bool], float]):  # type: ignore[misc]
+        def start(self: TransactionLayer, tx: Transaction, arg: Any, now: float) -> None:
+            self._start(tx, name, now + duration(self.timers, tx.reliable))
+
+        return start
+
+    def _timer_stopper(name: str):  # type: ignore[misc]
+        def stop(self: TransactionLayer, tx: Transaction, arg: Any, now: float) -> None:
+            self._stop(tx, name)
+
+        return stop
+
+    # Table 4 of RFC 3261; D, I, J and K are zero on reliable transports.
+    _a_start_d = _timer_starter("D", lambda t, r: 0.0 if r else t.d)
+    _a_start_h = _timer_starter("H", lambda t, r: 64 * t.t1)
+    _a_start_i = _timer_starter("I", lambda t, r: 0.0 if r else t.t4)
+    _a_start_j = _timer_starter("J", lambda t, r: 0.0 if r else 64 * t.t1)
+    _a_start_k = _timer_starter("K", lambda t, r: 0.0 if r else t.t4)
+    _a_start_l = _timer_starter("L", lambda t, r: 64 * t.t1)  # RFC 6026
+    _a_start_m = _timer_starter("M", lambda t, r: 64 * t.t1)  # RFC 6026
+    _a_stop_a = _timer_stopper("A")
+    _a_stop_b = _timer_stopper("B")
+    _a_stop_e = _timer_stopper("E")
+    _a_stop_f = _timer_stopper("F")
+    _a_stop_g = _timer_stopper("G")
+    _a_stop_h = _timer_stopper("H")
+    del _timer_starter, _timer_stopper
+
+
+_ACTIONS: dict[str, Callable[[TransactionLayer, Transaction, Any, float], None]] = {
+    name[3:]: getattr(TransactionLayer, name)
+    for name in dir(TransactionLayer)
+    if name.startswith("_a_")
+}
+
+
+def _check_tables() -> None:
+    for table in TABLES.values():
+        for _, actions in table.values():
+            for action in actions:
+                if action not in _ACTIONS:
+                    raise RuntimeError(f"transition table names unknown action {action!r}")
+
+
+_check_tables()
+
+
+def _ack_for_non_2xx(request: Request, response: Response) -> Request:
+    """The ACK a client INVITE transaction sends for a 3xx–6xx (RFC 3261 §17.1.1.3)."""
+    fields = []
+    for key, name, value in request.fields:
+        if key in ("call-id", "from", "max-forwards"):
+            fields.append((key, name, value))
+        elif key == "via":
+            if not any(f[0] == "via" for f in fields):
+                fields.append((key, name, value))
+        elif key == "route":
+            fields.append((key, name, value))
+    to = response.get("to")
+    fields.append(("to", "To", to if to is not None else request.get("to") or ""))
+    fields.append(("cseq", "CSeq", f"{request.cseq.seq} ACK"))
+    return Request("ACK", request.uri, fields)
+
+
+__all__ = [
+    "AckReceived",
+    "AckTimedOut",
+    "CancelReceived",
+    "Event",
+    "Kind",
+    "Outgoing",
+    "ParseError",
+    "RequestReceived",
+    "ResponseReceived",
+    "State",
+    "StrayResponseReceived",
+    "TimerConfig",
+    "Transaction",
+    "TransactionFailed",
+    "TransactionLayer",
+    "TransactionTimedOut",
+]

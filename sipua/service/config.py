@@ -322,8 +322,14 @@ class Settings(BaseSettings):
         host = value.strip()
         if host.startswith("[") and host.endswith("]"):
             host = host[1:-1]
-        if not re.fullmatch(r"[A-Za-z0-9.\-:]+", host) or len(host) > 253:
-            raise ValueError("public_host must be a host name or an IP address, without port")
+        problem = "public_host must be a host name or an IP address, without port"
+        if ":" in host:  # only an IPv6 literal may contain colons
+            try:
+                ipaddress.IPv6Address(host)
+            except ValueError:
+                raise ValueError(problem) from None
+        elif not re.fullmatch(r"[A-Za-z0-9.\-]+", host) or len(host) > 253:
+            raise ValueError(problem)
         return host
 
     def resolved_public_host(self) -> str:

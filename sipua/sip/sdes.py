@@ -27,7 +27,7 @@ MAX_LIFETIME = 2**48
 _TAG = re.compile(r"[0-9]{1,9}")
 _SUITE = re.compile(r"[A-Za-z0-9_]+")
 _LIFETIME = re.compile(r"(2\^)?([0-9]{1,15})")
-_MKI = re.compile(r"([0-9]{1,20}):([0-9]{1,3})")
+_MKI = re.compile(r"([0-9]{1,309}):([0-9]{1,3})")  # 128 octets = 309 digits
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 
 # RFC 4568 §6.3: session parameters that do not change what we do with the

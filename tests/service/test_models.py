@@ -85,7 +85,11 @@ def test_translation_needs_a_target(mode: str) -> None:
 
 def test_translation_target_must_differ() -> None:
     loc, msg = only_error(
-        {"mode": "bidirectional_translation", "source_language": "en-us", "target_language": "EN-US"}
+        {
+            "mode": "bidirectional_translation",
+            "source_language": "en-us",
+            "target_language": "EN-US",
+        }
     )
     assert loc == ("target_language",)
     assert "must differ" in msg
@@ -219,9 +223,7 @@ def test_sip_uri_and_credentials() -> None:
         "sip",
         "sip_uri",
     )
-    loc, msg = only_error(
-        {"mode": "echo", "provider": {"type": "sip", "username": "a\r\nVia: x"}}
-    )
+    loc, msg = only_error({"mode": "echo", "provider": {"type": "sip", "username": "a\r\nVia: x"}})
     assert loc == ("provider", "sip", "username")
     assert "control characters" in msg
 

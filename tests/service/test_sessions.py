@@ -179,9 +179,7 @@ def test_srtp_policy_conflicts(data_dir: Path, server: str, session: bool) -> No
     s = load_settings(data_dir=data_dir, media__srtp=server)
     service = SessionService(MemorySessionRepository(), s)
     with pytest.raises(SessionRequestError) as info:
-        service.create(
-            request(mode="echo", provider={"type": "sip", "srtp": {"enabled": session}})
-        )
+        service.create(request(mode="echo", provider={"type": "sip", "srtp": {"enabled": session}}))
     assert info.value.loc[-2:] == ("srtp", "enabled")
 
 

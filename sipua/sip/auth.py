@@ -203,6 +203,14 @@ class DigestServer:
     most preferred first); ``qop`` lists the qop-options offered. Credentials
     without a qop (RFC 2069 style, no nc and so no replay protection) are only
     taken when ``require_qop`` is False.
+
+    The credentials' ``uri`` must equal the Request-URI. ``uri_matches(digest_uri,
+    request_uri)`` can relax that for clients that put something else there:
+    SIPp (3.6) by default sends ``sip:<remote_ip>:<remote_port>`` whatever the
+    Request-URI, unless run with ``-auth_uri``.
+
+    Clients that read only the first challenge (SIPp 3.6 among them) fail when
+    it is not MD5; put "MD5" first in ``algorithms`` for them.
     """
 
     def __init__(
@@ -216,6 +224,7 @@ class DigestServer:
         max_nonces: int = 10000,
         previous_secrets: Sequence[bytes] = (),
         max_clock_skew: float = 30.0,
+        uri_matches: Callable[[str, str], bool] | None = None,
     ) -> None:
         if secret is None:
             secret = secrets.token_bytes(32)
@@ -246,6 +255,7 @@ class DigestServer:
         self.require_qop = require_qop
         self.max_clock_skew = float(max_clock_skew)
         self.nonce_counts = NonceCounts(max_nonces)
+        self._uri_matches = uri_matches or _same_uri
         # Unknown users are checked against this instead of a stored HA1, so
         # that they cost the same work as known ones (no user enumeration).
         self._dummy_ha1 = {
@@ -377,7 +387,7 @@ class DigestServer:
             return failed("userhash not offered")
         if realm is not None and creds.realm != realm:
             return failed("realm not served")
-        if creds.uri != request_uri:
+        if not self._uri_matches(creds.uri, request_uri):
             return failed("uri does not match the Request-URI")
         if creds.opaque is not None and not self._check_opaque(creds.opaque, creds.realm):
             # A client that leaves opaque out is tolerated; one that alters it is not.
@@ -416,6 +426,10 @@ class DigestServer:
                 return failed(REASON_NC_REPLAYED, AuthOutcome.STALE)
             self.nonce_counts.record(creds.nonce, nonce.issued, nc)
         return AuthResult(AuthOutcome.OK, "", creds.username, creds.realm, alg.name, None)
+
+
+def _same_uri(digest_uri: str, request_uri: str) -> bool:
+    return digest_uri == request_uri
 
 
 def _octets(text: str) -> bytes:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Path, Query, Request, Response, Security
 from fastapi.exceptions import HTTPException, RequestValidationError
@@ -199,8 +199,12 @@ def create_app(
         scheme_name="apiKey",
         description="The API key: SIPUA_API_KEY, or the key generated into <data_dir>/api_key.",
     )
-    unauthorized = {401: {"model": ErrorMessage, "description": "Missing or invalid API key"}}
-    not_found = {404: {"model": ErrorMessage, "description": "No session with this id"}}
+    unauthorized: dict[int | str, dict[str, Any]] = {
+        401: {"model": ErrorMessage, "description": "Missing or invalid API key"}
+    }
+    not_found: dict[int | str, dict[str, Any]] = {
+        404: {"model": ErrorMessage, "description": "No session with this id"}
+    }
     router = APIRouter(
         prefix="/v1", tags=["sessions"], dependencies=[Security(bearer)], responses=unauthorized
     )

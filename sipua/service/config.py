@@ -68,6 +68,7 @@ __all__ = [
 ]
 
 Transport = Literal["udp", "tcp", "tls"]
+_DEFAULT_TRANSPORTS: tuple[Transport, ...] = ("udp", "tcp", "tls")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 # An API key travels in an HTTP header: visible ASCII, no spaces.
 _API_KEY_RE = re.compile(r"^[\x21-\x7e]+$")
@@ -111,7 +112,7 @@ class SipSettings(_Section):
     tcp_port: int = Field(5060, ge=0, le=65535)
     tls_port: int = Field(5061, ge=0, le=65535)
     transports: Annotated[list[Transport], NoDecode] = Field(
-        default_factory=lambda: ["udp", "tcp", "tls"], min_length=1
+        default_factory=lambda: list(_DEFAULT_TRANSPORTS), min_length=1
     )
     ipv6: bool = Field(False, description="Also listen on '::'.")
     t1: float = Field(0.5, gt=0, le=60, description="RTT estimate, seconds.")
@@ -365,11 +366,11 @@ def primary_address(*, ipv6: bool = False) -> str:
         try:
             with socket.socket(family, socket.SOCK_DGRAM) as sock:
                 sock.connect((probe, 9))
-                address = sock.getsockname()[0]
+                address = str(sock.getsockname()[0]).split("%", 1)[0]
         except OSError:
             continue
-        if not ipaddress.ip_address(address.split("%", 1)[0]).is_unspecified:
-            return address.split("%", 1)[0]
+        if not ipaddress.ip_address(address).is_unspecified:
+            return address
     return families[-1][2]
 
 
@@ -394,9 +395,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
             table = table.get(key) if isinstance(table, dict) else None
         if isinstance(table, dict):
             value = table.get(keys[-1])
-            relative = isinstance(value, str) and value and not value.startswith("~")
-            if relative and not Path(value).is_absolute():
-                table[keys[-1]] = str(base / value)
+            if isinstance(value, str) and value and not value.startswith("~"):
+                path_value = Path(value)
+                if not path_value.is_absolute():
+                    table[keys[-1]] = str(base / path_value)
     return data
 
 
@@ -451,7 +453,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
 
     Raises :class:`ConfigError` with one line per invalid option.
     """
-    toml = _read_toml(Path(config_file).expanduser()) if config_file is not None else {}
+    toml = _read_toml(Path(config_file).expanduser().absolute()) if config_file else {}
     token = _toml_layer.set(toml)
     try:
         return Settings(**_nest_overrides(overrides))

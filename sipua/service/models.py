@@ -61,18 +61,19 @@ __all__ = [
 
 CODECS: tuple[str, ...] = ("opus", "G722", "PCMU", "PCMA")
 _CODEC_BY_LOWER = {c.lower(): c for c in CODECS}
-CRYPTO_SUITES: tuple[str, ...] = (
-    "AES_CM_128_HMAC_SHA1_80",
-    "AES_CM_128_HMAC_SHA1_32",
-    "AEAD_AES_128_GCM",
-    "AEAD_AES_256_GCM",
-)
 CryptoSuite = Literal[
     "AES_CM_128_HMAC_SHA1_80",
     "AES_CM_128_HMAC_SHA1_32",
     "AEAD_AES_128_GCM",
     "AEAD_AES_256_GCM",
 ]
+# Default preference: the RFC 4568 mandatory suite first (widest interop), then the rest.
+CRYPTO_SUITES: tuple[CryptoSuite, ...] = (
+    "AES_CM_128_HMAC_SHA1_80",
+    "AES_CM_128_HMAC_SHA1_32",
+    "AEAD_AES_128_GCM",
+    "AEAD_AES_256_GCM",
+)
 SrtpPolicy = Literal["required", "optional", "off"]
 MediaApp = Literal["echo", "record", "play", "bridge"]
 SipTransport = Literal["udp", "tcp", "tls"]

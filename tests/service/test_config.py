@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Any
 
 import pydantic
 import pytest
@@ -168,6 +169,16 @@ def test_precedence_overrides_env_toml_defaults(
     assert s.sip.t1 == 0.5  # default
 
 
+def test_relative_config_path_resolves_against_its_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    conf = tmp_path / "etc"
+    conf.mkdir()
+    (conf / "sipua.toml").write_text('data_dir = "state"\n')
+    monkeypatch.chdir(tmp_path)
+    assert load_settings(Path("etc/sipua.toml")).data_dir == tmp_path / "etc" / "state"
+
+
 def test_ack_timeout_follows_t1_unless_set(tmp_path: Path) -> None:
     assert load_settings(sip__t1=1.0).sip.ack_timeout == 64.0
     assert load_settings(sip__t1=1.0, sip__ack_timeout=10).sip.ack_timeout == 10.0
@@ -201,9 +212,9 @@ def test_ack_timeout_follows_t1_unless_set(tmp_path: Path) -> None:
         ({"colour": "blue"}, "colour"),
     ],
 )
-def test_invalid_values_name_field_and_reason(overrides: dict[str, object], fragment: str) -> None:
+def test_invalid_values_name_field_and_reason(overrides: dict[str, Any], fragment: str) -> None:
     with pytest.raises(ConfigError) as info:
-        load_settings(**overrides)
+        load_settings(None, **overrides)
     message = str(info.value)
     assert message.startswith("invalid configuration:")
     assert fragment in message

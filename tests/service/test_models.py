@@ -23,7 +23,7 @@ from sipua.service.models import (
 def errors_of(data: dict[str, Any]) -> list[dict[str, Any]]:
     with pytest.raises(ValidationError) as info:
         SessionCreate.model_validate(data)
-    return info.value.errors()
+    return [dict(e) for e in info.value.errors()]
 
 
 def only_error(data: dict[str, Any]) -> tuple[tuple[Any, ...], str]:

@@ -1,0 +1,265 @@
+"""The asyncio driver of the sans-I/O core.
+
+Every input — a datagram, a framed stream message, a timer — goes the same
+way: feed it to the :class:`~sipua.sip.transaction.TransactionLayer` with
+``now``, handle the events it reports (:class:`~sipua.ua.uas.Uas` does the
+call control), send what it emits, and arm one timer for its next deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from sipua.sip.builders import make_response
+from sipua.sip.errors import ParseError
+from sipua.sip.framer import MalformedMessage
+from sipua.sip.message import Request, Response, parse_message
+from sipua.sip.offer_answer import MediaPolicy
+from sipua.sip.transaction import (
+    AckReceived,
+    AckTimedOut,
+    CancelReceived,
+    RequestReceived,
+    ResponseReceived,
+    StrayResponseReceived,
+    TimerConfig,
+    TransactionFailed,
+    TransactionLayer,
+    TransactionTimedOut,
+)
+from sipua.transport.manager import ListenConfig, Listening, TransportManager
+from sipua.transport.peer import Peer
+from sipua.transport.routing import response_peer, stamp_via
+
+from .events import EventBus
+from .media import MediaBackend
+from .uas import SessionResolver, Uas
+
+log = logging.getLogger(__name__)
+
+try:  # added by the message layer's maintainers; optional here
+    from sipua.sip.message import salvage_request  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover
+    salvage_request = None
+
+
+@dataclass
+class UaConfig:
+    timers: TimerConfig = field(default_factory=TimerConfig)
+    user_agent: str = "sipua"
+    ringing: bool = True
+    answer_delay: float = 0.0
+    media_policy: MediaPolicy = field(default_factory=MediaPolicy)
+    max_transactions: int | None = 200_000
+    max_message_size: int = 65535
+
+
+class UserAgent:
+    def __init__(
+        self,
+        config: UaConfig,
+        listen: ListenConfig,
+        sessions: SessionResolver,
+        media: MediaBackend,
+        bus: EventBus | None = None,
+    ) -> None:
+        self.config = config
+        self.layer = TransactionLayer(config.timers, max_transactions=config.max_transactions)
+        self.transports = TransportManager(
+            listen, self._on_datagram, self._on_message, self._on_malformed
+        )
+        self.bus = bus or EventBus()
+        self.uas = Uas(self, sessions, media, self.bus)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_when: float | None = None
+        self.counters: dict[str, int] = {
+            "requests_received": 0,
+            "responses_received": 0,
+            "parse_errors": 0,
+            "keepalives": 0,
+            "handler_errors": 0,
+        }
+        self.responses_sent: dict[int, int] = {}
+        self.requests_by_method: dict[str, int] = {}
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> Listening:
+        self._loop = asyncio.get_running_loop()
+        return await self.transports.start()
+
+    async def stop(self) -> None:
+        await self.uas.shutdown()
+        self._drain()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        await self.transports.close()
+        await self.uas.media.close()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None, "UserAgent.start() first"
+        return self._loop
+
+    def now(self) -> float:
+        return self.loop.time()
+
+    # -- input -------------------------------------------------------------------------
+
+    def _on_datagram(self, data: bytes, peer: Peer) -> None:
+        if len(data) <= 4 and not data.strip(b"\r\n\x00"):
+            self.counters["keepalives"] += (
+                1  # CRLF keep-alives (RFC 5626 §4.4.1 uses STUN; some send CRLF)
+            )
+            return
+        try:
+            message = parse_message(data, max_size=self.config.max_message_size)
+        except ParseError as e:
+            self._reject_unparsable(data, peer, e)
+            return
+        self._on_message(message, peer)
+
+    def _on_malformed(self, data: bytes, peer: Peer, event: MalformedMessage | None) -> None:
+        error = event.error if event is not None else ParseError("malformed message")
+        if event is not None and isinstance(event.message, Request):
+            self._reject_request(event.message, peer, error)
+        else:
+            self._reject_unparsable(data, peer, error)
+
+    def _on_message(self, message: Request | Response, peer: Peer) -> None:
+        now = self.loop.time()
+        try:
+            if isinstance(message, Request):
+                self.counters["requests_received"] += 1
+                method = message.method
+                self.requests_by_method[method] = self.requests_by_method.get(method, 0) + 1
+                stamp_via(message, peer.source)
+                message.context = response_peer(message, peer)
+                self.layer.receive(message, now, reliable=peer.reliable)
+            else:
+                self.counters["responses_received"] += 1
+                message.context = peer
+                self.layer.receive(message, now)
+        except ParseError as e:
+            if isinstance(message, Request):
+                self._reject_request(message, peer, e)
+            else:
+                # RFC 3261 §18.1.2: a malformed response is dropped.
+                self.counters["parse_errors"] += 1
+                log.info("dropped malformed response from %s: %s", peer, e.detail)
+            return
+        self._drain()
+
+    def _reject_unparsable(self, data: bytes, peer: Peer, error: ParseError) -> None:
+        self.counters["parse_errors"] += 1
+        request = salvage_request(data) if salvage_request is not None else None
+        if request is None:
+            log.info("dropped unparsable message from %s: %s", peer, error.detail)
+            return
+        self._reject_request(request, peer, error)
+
+    def _reject_request(self, request: Request, peer: Peer, error: ParseError) -> None:
+        """Answer a request we cannot process statelessly with the status its fault calls for."""
+        self.counters["parse_errors"] += 1
+        if request.method == "ACK":
+            return  # never answer an ACK
+        log.info("rejecting %s from %s: %d %s", request.method, peer, error.status, error.detail)
+        try:
+            try:
+                stamp_via(request, peer.source)
+                target = response_peer(request, peer)
+            except ParseError:
+                target = peer
+            detail = error.detail.replace("\\", "").replace('"', "'")[:200]
+            response = make_response(
+                request, error.status, error.reason, headers=[("Warning", f'399 sipua "{detail}"')]
+            )
+            self.send_message(response, target)
+        except Exception:  # noqa: BLE001 - the request is too broken to answer
+            log.debug("could not answer malformed request from %s", peer, exc_info=True)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_when = None
+        self.layer.handle_timer(self.loop.time())
+        self._drain()
+
+    # -- the driver loop -------------------------------------------------------------
+
+    def _drain(self) -> None:
+        layer = self.layer
+        uas = self.uas
+        for _ in range(1000):  # bounded: handlers may cause events, never endlessly
+            events = layer.events()
+            if not events:
+                break
+            for event in events:
+                try:
+                    handler = _HANDLERS[type(event)]
+                    handler(uas, event)
+                except Exception:  # noqa: BLE001 - one bad call must not stop the others
+                    self.counters["handler_errors"] += 1
+                    log.exception("error handling %s", type(event).__name__)
+                    self._fail_safe(event)
+        self.flush()
+        self._arm()
+
+    def flush(self) -> None:
+        send = self.transports.send
+        sent = self.responses_sent
+        for out in self.layer.messages_to_send():
+            message = out.message
+            if isinstance(message, Response):
+                status = message.status
+                sent[status] = sent.get(status, 0) + 1
+            send(out.data, out.context)
+
+    def _arm(self) -> None:
+        when = self.layer.next_timer()
+        if when is None:
+            return
+        if self._timer_when is not None and self._timer_when <= when:
+            return  # an earlier wake-up is armed; it re-arms for the rest
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_when = when
+        self._timer = self.loop.call_at(when, self._on_timer)
+
+    def _fail_safe(self, event: Any) -> None:
+        """After a handler bug, answer a pending request with 500 rather than leave it hanging."""
+        if isinstance(event, RequestReceived):
+            tx = event.transaction
+            try:
+                if tx.last_response is None or tx.last_response.status < 200:
+                    self.layer.respond(tx, make_response(event.request, 500), self.loop.time())
+            except Exception:  # noqa: BLE001
+                log.debug("fail-safe 500 failed", exc_info=True)
+
+    # -- output helpers for call control ---------------------------------------------
+
+    def send_message(self, message: Request | Response, peer: Peer) -> None:
+        """Send outside any transaction (stateless responses, ACK for 2xx)."""
+        if isinstance(message, Response):
+            self.responses_sent[message.status] = self.responses_sent.get(message.status, 0) + 1
+        self.transports.send(message.to_bytes(), peer)
+
+    def after_user_action(self) -> None:
+        """Call after acting outside an input (API call, answer timer): send and re-arm."""
+        self._drain()
+
+
+_HANDLERS = {
+    RequestReceived: Uas.on_request,
+    CancelReceived: Uas.on_cancel,
+    AckReceived: Uas.on_ack,
+    AckTimedOut: Uas.on_ack_timeout,
+    ResponseReceived: Uas.on_response,
+    StrayResponseReceived: Uas.on_stray_response,
+    TransactionTimedOut: Uas.on_timeout,
+    TransactionFailed: Uas.on_failure,
+}

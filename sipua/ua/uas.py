@@ -1,0 +1,674 @@
+"""Call control for calls into sessions: the UAS core (RFC 3261 §8.2, §12–§15).
+
+An INVITE whose Request-URI user is ``session_<id>`` or ``<id>`` of an active
+session is answered (100 by the transaction layer, 180, then 200 with an SDP
+answer); everything else gets the RFC's answer. The transaction layer reports
+what happens; this module decides, and publishes call events on the bus.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sipua.sip.builders import make_response
+from sipua.sip.checks import Rejection, inspect_request
+from sipua.sip.dialog import Dialog, DialogRegistry
+from sipua.sip.errors import ParseError
+from sipua.sip.ids import new_branch, new_tag
+from sipua.sip.message import Request
+from sipua.sip.offer_answer import (
+    AnswerState,
+    MediaPolicy,
+    OfferRejected,
+    answer,
+    make_offer,
+    process_answer,
+)
+from sipua.sip.sdp import SdpError, parse_sdp
+from sipua.sip.transaction import (
+    AckReceived,
+    AckTimedOut,
+    CancelReceived,
+    Kind,
+    RequestReceived,
+    ResponseReceived,
+    StrayResponseReceived,
+    Transaction,
+    TransactionFailed,
+    TransactionTimedOut,
+)
+from sipua.sip.uri import SipUri, TelUri
+from sipua.transport.peer import Peer
+from sipua.transport.routing import DEFAULT_PORTS
+
+from .call import Call, CallState
+from .events import (
+    CallConnected,
+    CallConnecting,
+    CallDisconnected,
+    CallEvent,
+    CallFailed,
+    DtmfReceived,
+    EventBus,
+)
+from .media import MediaBackend
+
+if TYPE_CHECKING:
+    from .core import UserAgent
+
+log = logging.getLogger(__name__)
+
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO"
+ACCEPT = "application/sdp, application/dtmf-relay, application/dtmf"
+OPTION_TAGS: frozenset[str] = frozenset()  # we implement no SIP extension that can be Required
+IN_DIALOG_ONLY = frozenset({"BYE", "INFO", "UPDATE", "PRACK", "NOTIFY", "REFER"})
+_SDP_TYPES = frozenset({"application/sdp"})
+_DTMF_INFO_TYPES = frozenset({"application/dtmf-relay", "application/dtmf"})
+_DTMF_DIGITS = frozenset("0123456789*#ABCD")
+
+
+class SessionResolver(Protocol):
+    def resolve_sip_user(self, user: str) -> Any | None:
+        """The session a Request-URI user names, or None; it has ``id``, ``status``, ``accepting_calls``."""
+        ...
+
+
+def _session_ended(session: Any) -> bool:
+    status = getattr(session, "status", "active")
+    return getattr(status, "value", status) == "ended"
+
+
+class Uas:
+    def __init__(
+        self, ua: UserAgent, sessions: SessionResolver, media: MediaBackend, bus: EventBus
+    ) -> None:
+        self.ua = ua
+        self.layer = ua.layer
+        self.sessions = sessions
+        self.media = media
+        self.bus = bus
+        self.dialogs = DialogRegistry()
+        self.calls_by_session: dict[str, set[Call]] = {}
+        self._policies: dict[str, MediaPolicy] = {}
+        self.counters = {
+            "calls_answered": 0,
+            "calls_connected": 0,
+            "calls_failed": 0,
+            "calls_ended": 0,
+        }
+
+    # -- helpers ---------------------------------------------------------------------
+
+    @property
+    def server_header(self) -> tuple[str, str]:
+        return ("Server", self.ua.config.user_agent)
+
+    def respond(
+        self,
+        tx: Transaction,
+        status: int,
+        reason: str | None = None,
+        *,
+        to_tag: str | None = None,
+        headers: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (),
+        body: bytes = b"",
+        content_type: str | None = None,
+        dialog: bool = False,
+    ) -> bool:
+        response = make_response(
+            tx.request,
+            status,
+            reason,
+            to_tag=to_tag,
+            headers=[*headers, self.server_header],
+            body=body,
+            content_type=content_type,
+            record_route=dialog,
+        )
+        return self.layer.respond(tx, response, self.ua.now())
+
+    def reject(self, tx: Transaction, rejection: Rejection) -> None:
+        headers = list(rejection.headers)
+        if rejection.status == 400:
+            detail = rejection.detail.replace("\\", "").replace('"', "'")[:200]
+            headers.append(("Warning", f'399 sipua "{detail}"'))
+        self.respond(tx, rejection.status, rejection.reason, headers=headers)
+
+    def policy_for(self, session: Any) -> MediaPolicy:
+        policy = self._policies.get(session.id)
+        if policy is None:
+            base = self.ua.config.media_policy
+            provider = getattr(session, "provider", None)
+            codecs = getattr(provider, "codecs", None) or base.codecs
+            srtp = getattr(provider, "srtp", None)
+            mode = getattr(srtp, "enabled", None) if srtp is not None else None
+            if isinstance(mode, bool):
+                mode = "optional" if mode else "off"
+            suites = getattr(srtp, "crypto_suites", None) if srtp is not None else None
+            policy = MediaPolicy(
+                codecs=tuple(codecs),
+                srtp=mode or base.srtp,
+                crypto_suites=tuple(suites) if suites else base.crypto_suites,
+                ptime=base.ptime,
+                dtmf=base.dtmf,
+            )
+            if len(self._policies) > 10000:
+                self._policies.clear()
+            self._policies[session.id] = policy
+        return policy
+
+    def _event_fields(self, call: Call) -> dict[str, str]:
+        return {
+            "session_id": call.session_id,
+            "call_id": call.call_id,
+            "leg_id": call.id,
+            "transport": call.transport,
+            "remote": call.remote,
+        }
+
+    # -- requests --------------------------------------------------------------------
+
+    def on_request(self, event: RequestReceived) -> None:
+        request, tx = event.request, event.transaction
+        rejection = inspect_request(request, option_tags=OPTION_TAGS)
+        if rejection is not None:
+            self.reject(tx, rejection)
+            return
+        method = request.method
+        if request.to.tag is not None:
+            self._in_dialog(request, tx)
+            return
+        if method != "OPTIONS" and request.max_forwards == 0:
+            self.respond(tx, 483)
+            return
+        if method == "INVITE":
+            self._incoming_call(request, tx)
+        elif method == "OPTIONS":
+            self._options(tx)
+        elif method in IN_DIALOG_ONLY:
+            self.respond(tx, 481)
+        else:
+            self.respond(tx, 405, headers=[("Allow", ALLOW)])
+
+    def _options(self, tx: Transaction) -> None:
+        self.respond(
+            tx,
+            200,
+            headers=[
+                ("Allow", ALLOW),
+                ("Accept", ACCEPT),
+                ("Accept-Encoding", "identity"),
+                ("Supported", ""),
+            ],
+        )
+
+    def _incoming_call(self, request: Request, tx: Transaction) -> None:
+        uri = request.uri
+        if isinstance(uri, SipUri):
+            user = uri.user_unescaped
+        elif isinstance(uri, TelUri):
+            user = uri.number
+        else:
+            user = None
+        session = self.sessions.resolve_sip_user(user) if user else None
+        if session is None or _session_ended(session):
+            self.respond(tx, 404)
+            return
+        if not getattr(session, "accepting_calls", True):
+            self.respond(tx, 480, headers=[("Retry-After", "60")])
+            return
+        if "accept" in request:
+            types = [v.split(";")[0].strip().lower() for v in request.values("accept")]
+            if types and not any(t in ("application/sdp", "application/*", "*/*") for t in types):
+                # RFC 4475 §3.3.15: we can only answer with SDP.
+                self.respond(
+                    tx,
+                    406,
+                    headers=[("Warning", '399 sipua "an answer can only be application/sdp"')],
+                )
+                return
+        offer = None
+        if request.body:
+            ctype = request.content_type
+            if ctype is None or ctype.mime not in _SDP_TYPES:
+                self.respond(tx, 415, headers=[("Accept", "application/sdp")])
+                return
+            encoding = request.get("content-encoding")
+            if encoding and encoding.strip().lower() != "identity":
+                self.respond(tx, 415, headers=[("Accept-Encoding", "identity")])
+                return
+            try:
+                offer = parse_sdp(request.body)
+            except SdpError as e:
+                self.respond(tx, 400, headers=[("Warning", f'399 sipua "bad SDP: {str(e)[:150]}"')])
+                return
+        call = Call(session, request, tx, request.context)
+        call.created_at = self.ua.now()
+        try:
+            call.media = self.media.open_leg(session, call.id, self._media_event_sink(call))
+        except OSError as e:
+            log.warning("no media ports for a call to %s: %s", session.id, e)
+            self.respond(tx, 503, headers=[("Retry-After", "5")])
+            return
+        policy = self.policy_for(session)
+        leg = call.media
+        try:
+            if offer is not None:
+                call.sdp = answer(offer, policy, leg.local_host, leg.local_port)
+            else:
+                _, call.pending_offer = make_offer(policy, leg.local_host, leg.local_port)
+        except OfferRejected as e:
+            leg.close()
+            call.media = None
+            self.respond(tx, e.status, e.reason, headers=[("Warning", e.warning)])
+            self.counters["calls_failed"] += 1
+            return
+        call.to_tag = new_tag()
+        call.contact = f"<{self.ua.transports.contact_uri(call.transport)}>"
+        tx.user_data = call
+        self.calls_by_session.setdefault(call.session_id, set()).add(call)
+        config = self.ua.config
+        if config.ringing:
+            self.respond(
+                tx, 180, to_tag=call.to_tag, headers=[("Contact", call.contact)], dialog=True
+            )
+        self.bus.publish(CallConnecting(**self._event_fields(call)))
+        if config.answer_delay > 0:
+            call.answer_handle = self.ua.loop.call_later(
+                config.answer_delay, self._answer_later, call
+            )
+        else:
+            self._answer(call)
+
+    def _answer_later(self, call: Call) -> None:
+        call.answer_handle = None
+        if call.state is CallState.RINGING:
+            self._answer(call)
+            self.ua.after_user_action()
+
+    def _answer(self, call: Call) -> None:
+        tx = call.invite_tx
+        if call.sdp is not None:
+            body = call.sdp.sdp.to_bytes()
+        else:
+            assert call.pending_offer is not None
+            body = call.pending_offer.sdp.to_bytes()
+        response = make_response(
+            call.invite,
+            200,
+            to_tag=call.to_tag,
+            headers=[
+                ("Contact", call.contact),
+                ("Allow", ALLOW),
+                ("Supported", ""),
+                self.server_header,
+            ],
+            body=body,
+            content_type="application/sdp",
+            record_route=True,
+        )
+        if not self.layer.respond(tx, response, self.ua.now()):
+            self._end(call, "transaction-ended", status=487)
+            return
+        dialog = Dialog.from_uas(call.invite, response, secure=call.peer.secure, context=call.peer)
+        dialog.user_data = call
+        call.dialog = dialog
+        self.dialogs.add(dialog)
+        call.state = CallState.ANSWERED
+        call.answered_at = self.ua.now()
+        self.counters["calls_answered"] += 1
+        if call.sdp is not None and call.media is not None:
+            call.media.start(call.sdp.params)  # the peer may send RTP as soon as it has the 2xx
+
+    def on_cancel(self, event: CancelReceived) -> None:
+        call = event.invite.user_data
+        if call is None or call.state is not CallState.RINGING:
+            return
+        # RFC 3261 §9.2: the INVITE ends with 487.
+        self.respond(call.invite_tx, 487, to_tag=call.to_tag)
+        self._end(call, "cancelled", status=487)
+
+    def on_ack(self, event: AckReceived) -> None:
+        tx = event.transaction
+        call: Call | None = tx.user_data if tx is not None else None
+        if call is None:
+            dialog = self.dialogs.find(event.request)
+            if dialog is None:
+                return  # RFC 3261 §17.2.3: a stray ACK is dropped
+            call = dialog.user_data  # type: ignore[assignment]
+            if (
+                call is not None
+                and tx is None
+                and call.pending_offer is not None
+                and call.state is CallState.CONFIRMED
+            ):
+                self._late_answer(call, event.request)  # ACK of a re-INVITE with our offer
+            return
+        if call.state is not CallState.ANSWERED:
+            return
+        if call.pending_offer is not None and not self._late_answer(call, event.request):
+            return
+        call.state = CallState.CONFIRMED
+        call.connected_at = self.ua.now()
+        self.counters["calls_connected"] += 1
+        params = call.sdp.params if call.sdp is not None else None
+        self.bus.publish(
+            CallConnected(
+                **self._event_fields(call),
+                codec=params.codec.name if params is not None else None,
+                secure=bool(params is not None and params.secure),
+            )
+        )
+        if call.end_reason:
+            # The session ended while we waited for this ACK (RFC 3261 §15: BYE only after it).
+            self._send_bye(call, call.end_reason)
+
+    def _late_answer(self, call: Call, ack: Request) -> bool:
+        """The ACK carries the answer to the offer we put in the 2xx (RFC 3264, late offer)."""
+        offer = call.pending_offer
+        assert offer is not None
+        call.pending_offer = None
+        try:
+            if not ack.body:
+                raise OfferRejected(304, "the ACK carries no answer to our offer")
+            params = process_answer(offer, ack.body)
+        except (OfferRejected, SdpError) as e:
+            log.info("call %s: unusable answer in ACK: %s", call.id, e)
+            call.state = CallState.CONFIRMED
+            self._send_bye(call, "bad-answer")
+            return False
+        first = call.sdp is None
+        call.sdp = AnswerState(offer.sdp, params)
+        if call.media is not None:
+            (call.media.start if first else call.media.update)(params)
+        return True
+
+    def on_ack_timeout(self, event: AckTimedOut) -> None:
+        call = event.transaction.user_data
+        if call is not None and call.state is CallState.ANSWERED:
+            # RFC 3261 §13.3.1.4: no ACK in 64*T1: confirm and end the dialog with BYE.
+            log.info("call %s: no ACK for the 2xx, hanging up", call.id)
+            call.state = CallState.CONFIRMED
+            self._send_bye(call, "ack-timeout")
+
+    # -- in-dialog requests ---------------------------------------------------------
+
+    def _in_dialog(self, request: Request, tx: Transaction) -> None:
+        result = self.dialogs.receive_request(request)
+        if isinstance(result, Rejection):
+            self.reject(tx, result)
+            return
+        dialog = result
+        call: Call = dialog.user_data  # type: ignore[assignment]
+        method = request.method
+        if method == "BYE":
+            self.respond(tx, 200)
+            if call is not None:
+                self._end(call, "remote-bye")
+        elif method == "INVITE":
+            self._reinvite(call, dialog, request, tx)
+        elif method == "OPTIONS":
+            self._options(tx)
+        elif method == "INFO":
+            self._info(call, request, tx)
+        else:
+            self.respond(tx, 405, headers=[("Allow", ALLOW)])
+
+    def _reinvite(self, call: Call, dialog: Dialog, request: Request, tx: Transaction) -> None:
+        if call is None or call.state is CallState.ENDING:
+            self.respond(tx, 481)
+            return
+        if call.state is CallState.ANSWERED or call.pending_offer is not None:
+            # RFC 3261 §14.2: an INVITE before the ACK of the previous one.
+            self.respond(tx, 500, headers=[("Retry-After", "1")])
+            return
+        if call.reinvite_tx is not None and call.reinvite_tx.state.value in (
+            "Calling",
+            "Proceeding",
+        ):
+            self.respond(tx, 491)  # our own re-INVITE is pending (§14.2)
+            return
+        policy = self.policy_for(call.session)
+        leg = call.media
+        host = (
+            leg.local_host if leg is not None else self.ua.transports.advertised_host or "0.0.0.0"
+        )
+        port = leg.local_port if leg is not None else 9
+        if request.body:
+            ctype = request.content_type
+            if ctype is None or ctype.mime not in _SDP_TYPES:
+                self.respond(tx, 415, headers=[("Accept", "application/sdp")])
+                return
+            try:
+                state = answer(request.body, policy, host, port, previous=call.sdp)
+            except OfferRejected as e:
+                # The session in place stays as it was (RFC 3261 §14.2).
+                self.respond(tx, e.status, e.reason, headers=[("Warning", e.warning)])
+                return
+            except SdpError as e:
+                self.respond(tx, 400, headers=[("Warning", f'399 sipua "bad SDP: {str(e)[:150]}"')])
+                return
+            call.sdp = state
+            body = state.sdp.to_bytes()
+            if leg is not None:
+                leg.update(state.params)
+        else:
+            sdp, call.pending_offer = make_offer(policy, host, port, previous=call.sdp)
+            body = sdp.to_bytes()
+        dialog.refresh_target(request)
+        self.respond(
+            tx,
+            200,
+            headers=[("Contact", call.contact), ("Allow", ALLOW), ("Supported", "")],
+            body=body,
+            content_type="application/sdp",
+        )
+
+    def _info(self, call: Call | None, request: Request, tx: Transaction) -> None:
+        ctype = request.content_type
+        if not request.body:
+            self.respond(tx, 200)  # an empty INFO is a keep-alive for some PBXes
+            return
+        if ctype is None or ctype.mime not in _DTMF_INFO_TYPES:
+            self.respond(tx, 415, headers=[("Accept", "application/dtmf-relay, application/dtmf")])
+            return
+        digit, duration = _parse_dtmf_info(ctype.mime, request.body)
+        if digit is None:
+            self.respond(tx, 400, headers=[("Warning", '399 sipua "no DTMF signal in the body"')])
+            return
+        self.respond(tx, 200)
+        if call is not None:
+            self.bus.publish(
+                DtmfReceived(
+                    **self._event_fields(call), digit=digit, duration_ms=duration, source="sip-info"
+                )
+            )
+
+    # -- media events --------------------------------------------------------------------
+
+    def _media_event_sink(self, call: Call):
+        def sink(event: Any) -> None:
+            digit = getattr(event, "digit", None)
+            if digit is not None:
+                self.bus.publish(
+                    DtmfReceived(
+                        **self._event_fields(call),
+                        digit=str(digit),
+                        duration_ms=int(getattr(event, "duration_ms", 0) or 0),
+                        source=getattr(event, "source", "rfc4733"),
+                    )
+                )
+
+        return sink
+
+    # -- responses and timeouts (to our BYEs) -----------------------------------------------
+
+    def on_response(self, event: ResponseReceived) -> None:
+        tx = event.transaction
+        call = tx.user_data
+        if call is None or event.response.status < 200:
+            return
+        if tx.method == "BYE" and call.dialog is not None:
+            self.dialogs.remove(call.dialog)
+
+    def on_stray_response(self, event: StrayResponseReceived) -> None:
+        return None  # RFC 3261 §18.1.2: responses matching no transaction are dropped
+
+    def on_timeout(self, event: TransactionTimedOut) -> None:
+        tx = event.transaction
+        call = tx.user_data
+        if call is None:
+            return
+        if tx.kind is Kind.NON_INVITE_CLIENT and tx.method == "BYE" and call.dialog is not None:
+            self.dialogs.remove(call.dialog)
+
+    def on_failure(self, event: TransactionFailed) -> None:
+        tx = event.transaction
+        call = tx.user_data
+        if call is not None and call.state is not CallState.ENDED:
+            self._end(call, "transport-error", status=503)
+
+    # -- ending calls -------------------------------------------------------------------------
+
+    def hangup(self, call: Call, reason: str) -> None:
+        """End a call from our side, whatever state it is in."""
+        if call.state is CallState.RINGING:
+            self.respond(call.invite_tx, 480, to_tag=call.to_tag)
+            self._end(call, reason, status=480)
+        elif call.state is CallState.ANSWERED:
+            call.end_reason = reason  # BYE goes when the ACK comes, or on the ACK timeout
+        elif call.state is CallState.CONFIRMED:
+            self._send_bye(call, reason)
+
+    def _send_bye(self, call: Call, reason: str) -> None:
+        dialog = call.dialog
+        if dialog is None:
+            self._end(call, reason)
+            return
+        peer = self._dialog_peer(call, dialog)
+        via = self.ua.transports.via(peer.transport, new_branch())
+        bye = dialog.create_request(
+            "BYE", via=via, headers=[("Reason", f'SIP;cause=200;text="{reason}"')]
+        )
+        try:
+            tx = self.layer.send_request(bye, self.ua.now(), context=peer, reliable=peer.reliable)
+            tx.user_data = call
+        except (ValueError, ParseError) as e:
+            log.warning("call %s: could not send BYE: %s", call.id, e)
+            self.dialogs.remove(dialog)
+        self._end(call, reason, keep_dialog=True)
+
+    def _dialog_peer(self, call: Call, dialog: Dialog) -> Peer:
+        """Where requests in this dialog go: the next hop, over the connection in use when possible."""
+        next_hop = dialog.request_target()[0]
+        if dialog.route_set:
+            from sipua.sip.dialog import _route_uri
+
+            next_hop = _route_uri(dialog.route_set[0])
+        transport = call.transport
+        host: str | None = None
+        port: int | None = None
+        if isinstance(next_hop, SipUri):
+            if next_hop.transport in ("udp", "tcp", "tls"):
+                transport = next_hop.transport
+            if next_hop.secure:
+                transport = "tls"
+            host, port = next_hop.host_bare, next_hop.port
+        if not self.ua.transports.has_transport(transport):
+            transport = call.transport
+        conn = call.peer.connection
+        if transport == call.transport and conn is not None and conn.is_open:
+            return Peer(transport, conn.remote, conn)
+        if host is not None and _is_ip(host):
+            return Peer(transport, (host, port or DEFAULT_PORTS[transport]))
+        return Peer(transport, call.peer.source)
+
+    def _end(
+        self, call: Call, reason: str, *, status: int | None = None, keep_dialog: bool = False
+    ) -> None:
+        if call.state is CallState.ENDED:
+            return
+        was_connected = call.state in (CallState.CONFIRMED, CallState.ANSWERED) and status is None
+        call.state = CallState.ENDED
+        call.ended_at = self.ua.now()
+        call.end_reason = call.end_reason or reason
+        if call.answer_handle is not None:
+            call.answer_handle.cancel()
+            call.answer_handle = None
+        stats: dict[str, Any] = {}
+        if call.media is not None:
+            try:
+                stats = call.media.stats()
+            finally:
+                call.media.close()
+        if call.dialog is not None and not keep_dialog:
+            self.dialogs.remove(call.dialog)
+        calls = self.calls_by_session.get(call.session_id)
+        if calls is not None:
+            calls.discard(call)
+            if not calls:
+                del self.calls_by_session[call.session_id]
+        event: CallEvent
+        if was_connected:
+            self.counters["calls_ended"] += 1
+            duration = call.ended_at - (call.connected_at or call.answered_at)
+            event = CallDisconnected(
+                **self._event_fields(call), reason=reason, duration=duration, stats=stats
+            )
+        else:
+            self.counters["calls_failed"] += 1
+            event = CallFailed(**self._event_fields(call), status=status or 0, reason=reason)
+        self.bus.publish(event)
+
+    # -- the session service's view --------------------------------------------------
+
+    def active_calls(self, session_id: str) -> int:
+        return len(self.calls_by_session.get(session_id, ()))
+
+    async def end_calls(self, session_id: str) -> int:
+        calls = list(self.calls_by_session.get(session_id, ()))
+        for call in calls:
+            self.hangup(call, "session-ended")
+        self.ua.after_user_action()
+        return len(calls)
+
+    def all_calls(self) -> list[Call]:
+        return [c for calls in self.calls_by_session.values() for c in calls]
+
+    async def shutdown(self) -> None:
+        for call in self.all_calls():
+            self.hangup(call, "shutdown")
+            if call.state is not CallState.ENDED:
+                self._end(call, "shutdown")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _parse_dtmf_info(mime: str, body: bytes) -> tuple[str | None, int]:
+    """``application/dtmf-relay`` (Signal=/Duration=) or ``application/dtmf`` (the digit alone)."""
+    text = body.decode("utf-8", "replace")
+    if mime == "application/dtmf":
+        digit = text.strip()[:1].upper()
+        return (digit if digit in _DTMF_DIGITS else None), 250
+    digit: str | None = None
+    duration = 250
+    for line in text.replace("\r", "\n").split("\n"):
+        name, _, value = line.partition("=")
+        name, value = name.strip().lower(), value.strip()
+        if name == "signal":
+            value = value.upper()
+            if value in _DTMF_DIGITS:
+                digit = value
+            elif value.isdigit() and 10 <= int(value) <= 11:
+                digit = "*#"[int(value) - 10]  # some PBXes send event codes
+        elif name == "duration" and value.isdigit():
+            duration = min(int(value), 60000)
+    return digit, duration

@@ -269,6 +269,12 @@ class Settings(BaseSettings):
         description="Bearer key for the HTTP API; generated into <data_dir>/api_key if unset.",
     )
     log_level: str = "info"
+    log_format: Literal["text", "json"] = Field(
+        "text", description="'json' writes one JSON object per log line (session_id, call_id …)."
+    )
+    event_loop: Literal["asyncio", "uvloop"] = Field(
+        "asyncio", description="'uvloop' needs the uvloop extra (pip install 'sipua[uvloop]')."
+    )
     public_host: str | None = Field(
         None,
         description="Host name used in SIP URIs and stream URLs; derived from sip.host if unset.",

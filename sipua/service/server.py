@@ -1,0 +1,207 @@
+"""``sipua serve``: SIP transports, call control, media and the HTTP API in one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import socket
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+
+from sipua import __version__
+from sipua.sip.offer_answer import MediaPolicy
+from sipua.sip.transaction import TimerConfig
+from sipua.transport.manager import ListenConfig
+from sipua.transport.tls import ensure_certificate, server_context
+from sipua.ua.core import UaConfig, UserAgent
+from sipua.ua.events import EventBus
+
+from .api import create_app
+from .apikey import ensure_api_key
+from .config import Settings
+from .logs import configure_logging
+from .media_backend import build_media_backend
+from .sessions import PublicEndpoints, SessionService
+from .store import open_repository
+
+log = logging.getLogger("sipua.server")
+
+
+@dataclass
+class RunningService:
+    """What :func:`start_service` brought up; :meth:`stop` takes it all down."""
+
+    settings: Settings
+    ua: UserAgent
+    sessions: SessionService
+    bus: EventBus
+    http: uvicorn.Server
+    http_task: asyncio.Task
+    api_key: str
+    api_key_generated: bool
+    ports: dict[str, Any]
+
+    async def stop(self) -> None:
+        self.http.should_exit = True
+        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(self.http_task), 5.0)
+        if not self.http_task.done():
+            self.http_task.cancel()
+        await self.ua.stop()
+        self.sessions.close()
+
+
+def _ua_config(settings: Settings) -> UaConfig:
+    sip = settings.sip
+    media = settings.media
+    return UaConfig(
+        timers=TimerConfig(t1=sip.t1, t2=sip.t2, t4=sip.t4),
+        user_agent=sip.user_agent,
+        ringing=sip.ringing,
+        answer_delay=sip.answer_delay,
+        media_policy=MediaPolicy(codecs=tuple(media.codecs), srtp=media.srtp),
+        max_message_size=sip.max_message_size,
+    )
+
+
+def _listen_config(settings: Settings) -> ListenConfig:
+    sip = settings.sip
+    transports = set(sip.transports)
+    tls_ctx = None
+    if "tls" in transports:
+        if sip.tls_cert is not None and sip.tls_key is not None:
+            cert, key = sip.tls_cert, sip.tls_key
+        else:
+            cert, key = ensure_certificate(settings.data_dir, [settings.resolved_public_host()])
+        tls_ctx = server_context(cert, key, min_version=sip.tls_min_version)
+    return ListenConfig(
+        host=sip.host,
+        udp_port=sip.udp_port if "udp" in transports else None,
+        tcp_port=sip.tcp_port if "tcp" in transports else None,
+        tls_port=sip.tls_port if "tls" in transports else None,
+        also_ipv6=sip.ipv6,
+        tls_context=tls_ctx,
+        max_message_size=sip.max_message_size,
+        max_connections_per_peer=sip.max_connections_per_peer,
+        idle_timeout=sip.tcp_idle_timeout,
+        advertised_host=settings.resolved_public_host(),
+    )
+
+
+def _bind_http(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+async def start_service(settings: Settings) -> RunningService:
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    api_key, generated = ensure_api_key(settings)
+    repo = open_repository(settings.data_dir)
+    sessions = SessionService(repo, settings)
+    bus = EventBus()
+    listen = _listen_config(settings)
+    media = build_media_backend(settings, bus)
+    ua = UserAgent(_ua_config(settings), listen, sessions, media, bus)
+    try:
+        listening = await ua.start()
+        http_sock = _bind_http(settings.http.host, settings.http.port)
+    except BaseException:
+        await ua.stop()
+        sessions.close()
+        raise
+    http_port = http_sock.getsockname()[1]
+    ports = {
+        "udp": listening.udp[0][1] if listening.udp else None,
+        "tcp": listening.tcp[0][1] if listening.tcp else None,
+        "tls": listening.tls[0][1] if listening.tls else None,
+        "http": http_port,
+    }
+    sessions.endpoints = PublicEndpoints.from_settings(
+        settings,
+        udp_port=ports["udp"],
+        tcp_port=ports["tcp"],
+        tls_port=ports["tls"],
+        http_port=http_port,
+    )
+
+    async def end_calls(session: Any) -> None:
+        await ua.uas.end_calls(session.id)
+
+    sessions.on_ended.append(end_calls)
+    app = create_app(settings, sessions, calls=ua.uas, api_key=api_key)
+    app.state.ua = ua
+    app.state.bus = bus
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        server_header=False,
+        timeout_graceful_shutdown=3,
+    )
+    http = uvicorn.Server(config)
+    http.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # we own the signals
+    http_task = asyncio.get_running_loop().create_task(http.serve(sockets=[http_sock]))
+    return RunningService(settings, ua, sessions, bus, http, http_task, api_key, generated, ports)
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGINT/SIGTERM, then hang up calls and stop cleanly."""
+    configure_logging(settings.log_level, json_lines=settings.log_format == "json")
+    service = await start_service(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    ports = service.ports
+    host = settings.resolved_public_host()
+    print(f"sipua {__version__} serving", file=sys.stderr)
+    print(
+        f"  SIP  udp:{ports['udp']} tcp:{ports['tcp']} tls:{ports['tls']} on {settings.sip.host} (public {host})",
+        file=sys.stderr,
+    )
+    print(
+        f"  HTTP http://{settings.http.host}:{ports['http']}  (OpenAPI at /openapi.json)",
+        file=sys.stderr,
+    )
+    print(f"  data {settings.data_dir}", file=sys.stderr)
+    if service.api_key_generated:
+        print(
+            f"  API key (shown once, stored in {settings.data_dir / 'api_key'}): {service.api_key}",
+            file=sys.stderr,
+        )
+    # One JSON line on stdout for scripts and tests to wait on.
+    print(json.dumps({"event": "ready", "ports": ports, "public_host": host}), flush=True)
+    done = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([done, service.http_task], return_when=asyncio.FIRST_COMPLETED)
+    if service.http_task.done() and not done.done():
+        exc = service.http_task.exception() if not service.http_task.cancelled() else None
+        log.error("HTTP server stopped unexpectedly: %s", exc)
+    done.cancel()
+    log.info("shutting down")
+    await service.stop()
+
+
+def run(settings: Settings, *, use_uvloop: bool = False) -> None:
+    if use_uvloop:
+        import uvloop
+
+        uvloop.run(serve(settings))
+    else:
+        asyncio.run(serve(settings))

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
+from .errors import SipError
 from .rtp_params import SRTP_SUITES, Codec, CryptoParams, RtpParameters
 from .sdes import SdesError, format_crypto, generate_crypto, parse_crypto
 from .sdp import (
@@ -104,7 +105,7 @@ _WARNING_TEXT = {
 }
 
 
-class OfferRejected(Exception):
+class OfferRejected(SipError):
     """The SDP cannot be accepted.
 
     A UAS answers the INVITE (or re-INVITE) with ``status`` ``reason`` (488 Not
@@ -261,13 +262,6 @@ def _session(
     )
 
 
-def _first_matching(known: _KnownCodec, offered: Iterable[Codec]) -> Codec | None:
-    for codec in offered:
-        if known.matches(codec):
-            return codec
-    return None
-
-
 def _telephone_event(codecs: Iterable[Codec], clock_rate: int) -> Codec | None:
     # RFC 4733 §2.1: events share the audio stream's timestamps, so only a
     # telephone-event at the codec's own clock rate is usable with it.
@@ -376,9 +370,9 @@ def _parse_cryptos(media: MediaDescription) -> tuple[list[CryptoParams], list[st
             skipped.append(exc.detail)
             continue
         if params is None:
-            skipped.append(f"suite {value.split()[1] if len(value.split()) > 1 else '?'} unknown")
-            continue
-        usable.append(params)
+            skipped.append(f"suite {value.split()[1]} unknown")  # parse_crypto checked the shape
+        else:
+            usable.append(params)
     return usable, skipped
 
 
@@ -406,12 +400,6 @@ def _answer_fmtp(known: _KnownCodec, codec: Codec) -> tuple[tuple[str, str], ...
 # --- answerer ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _AudioAnswer:
-    media: MediaDescription
-    params: RtpParameters
-
-
 def answer(
     offer: SessionDescription | bytes | str,
     policy: MediaPolicy,
@@ -434,39 +422,36 @@ def answer(
     _check_direction(direction)
     if not isinstance(offer, SessionDescription):
         offer = parse_sdp(offer)
-    accepted: tuple[int, _AudioAnswer] | None = None
+    accepted: tuple[int, MediaDescription, RtpParameters] | None = None
     problems: list[OfferRejected] = []
     for index, media in enumerate(offer.media):
         if media.media.lower() != "audio" or media.port == 0:
             continue  # port 0: a stream the offerer has disabled (RFC 3264 §5.1)
         try:
-            audio = _answer_audio(
-                offer, media, policy, local_port, previous, direction, random_bytes
+            accepted = (
+                index,
+                *_answer_audio(offer, media, policy, local_port, previous, direction, random_bytes),
             )
         except OfferRejected as exc:
             problems.append(exc)
             continue
-        accepted = (index, audio)
         break
     if accepted is None:
         if problems:
             raise problems[0]
         raise _reject(policy, W_MEDIA_TYPE_NOT_AVAILABLE, "the offer has no active audio stream")
 
-    media_out = []
-    for index, media in enumerate(offer.media):
-        if index == accepted[0]:
-            media_out.append(accepted[1].media)
-        else:
-            # RFC 3264 §6: same number and order of m-lines; a refused stream has
-            # port 0 and keeps the offered format list.
-            media_out.append(
-                MediaDescription(
-                    media=media.media, port=0, proto=media.proto, formats=media.formats
-                )
-            )
+    accepted_index, accepted_media, params = accepted
+    # RFC 3264 §6: same number and order of m-lines; a refused stream has port 0
+    # and keeps the offered format list.
+    media_out = [
+        accepted_media
+        if index == accepted_index
+        else MediaDescription(media=media.media, port=0, proto=media.proto, formats=media.formats)
+        for index, media in enumerate(offer.media)
+    ]
     origin = _next_origin(previous, policy, local_addr, random_bytes)
-    return AnswerState(_session(origin, policy, local_addr, media_out), accepted[1].params)
+    return AnswerState(_session(origin, policy, local_addr, media_out), params)
 
 
 def _answer_audio(
@@ -477,7 +462,7 @@ def _answer_audio(
     previous: AnswerState | OfferState | None,
     wish: str,
     random_bytes: RandomBytes,
-) -> _AudioAnswer:
+) -> tuple[MediaDescription, RtpParameters]:
     kind = _rtp_proto_kind(media.proto)
     if kind is None:
         raise _unsupported_proto(policy, media.proto)
@@ -492,7 +477,7 @@ def _answer_audio(
         (
             (known, found)
             for known in policy.known_codecs()
-            if (found := _first_matching(known, offered)) is not None
+            if (found := next((c for c in offered if known.matches(c)), None)) is not None
         ),
         None,
     )
@@ -562,7 +547,7 @@ def _answer_audio(
         srtp_remote=srtp_remote,
         rtcp_mux=rtcp_mux,
     )
-    return _AudioAnswer(answer_media, params)
+    return answer_media, params
 
 
 def _answer_crypto(

@@ -18,6 +18,7 @@ import re
 import secrets
 from collections.abc import Callable
 
+from .errors import SipError
 from .rtp_params import SRTP_KEY_SALT_LENGTH, SRTP_SUITES, CryptoParams
 
 __all__ = ["SdesError", "format_crypto", "generate_crypto", "parse_crypto"]
@@ -38,7 +39,7 @@ _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 _HARMLESS_SESSION_PARAMS = ("WSH=", "FEC_ORDER=", "FEC_KEY=")
 
 
-class SdesError(ValueError):
+class SdesError(SipError, ValueError):
     """An ``a=crypto`` line of a known suite that we cannot use; ``detail`` says why."""
 
     def __init__(self, detail: str) -> None:

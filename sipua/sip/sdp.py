@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .errors import ParseError
 from .rtp_params import Codec
 
 __all__ = [
@@ -72,7 +73,7 @@ _SESSION_TYPES = frozenset("vosiuepcbtrzka")
 _MEDIA_TYPES = frozenset("icbka")
 
 
-class SdpError(ValueError):
+class SdpError(ParseError, ValueError):
     """A session description that cannot be parsed.
 
     ``detail`` says what is wrong. A UAS answers an INVITE whose body has this
@@ -80,17 +81,16 @@ class SdpError(ValueError):
     RFC 3261 §21.4.1), and may add ``warning`` (RFC 3261 §20.43, code 399).
     """
 
-    status = 400
-    reason = "Bad Request"
-
     def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
+        super().__init__(detail, 400)
 
     @property
     def warning(self) -> str:
         text = ("Malformed SDP: " + self.detail).replace("\\", "\\\\").replace('"', '\\"')
         return f'399 sipua "{text}"'
+
+    def __repr__(self) -> str:
+        return f"SdpError({self.detail!r})"
 
 
 def _uint(text: str, what: str, maximum: int | None = None) -> int:

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from sipua.sip.errors import SipError
 from sipua.sip.offer_answer import (
     AnswerState,
     MediaPolicy,
@@ -882,6 +883,7 @@ def test_offer_rejected_warning_format():
     assert exc.warning == '305 edge.example.com "Incompatible media format: no \\"codec\\""'
     assert (exc.status, exc.reason) == (488, "Not Acceptable Here")
     assert "305" in repr(exc)
+    assert isinstance(exc, SipError)
     policy = MediaPolicy(warning_agent="sbc1")
     with pytest.raises(OfferRejected) as info:
         do_answer(offer_sdp("m=video 5000 RTP/AVP 31\n"), policy)

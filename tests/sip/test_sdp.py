@@ -359,6 +359,14 @@ def test_too_long_sdp_is_rejected():
         parse_sdp(GOOD_HEAD + "a=x:" + "y" * 70000 + "\n")
 
 
+def test_sdp_error_is_a_parse_error_with_status():
+    from sipua.sip.errors import ParseError
+
+    exc = SdpError("x")
+    assert isinstance(exc, ParseError) and isinstance(exc, ValueError)
+    assert (exc.status, exc.reason, exc.detail) == (400, "Bad Request", "x")
+
+
 def test_warning_escapes_quotes():
     exc = SdpError('bad "thing"')
     assert exc.warning == '399 sipua "Malformed SDP: bad \\"thing\\""'

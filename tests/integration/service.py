@@ -1,0 +1,138 @@
+"""Start and stop a real ``sipua serve`` for integration tests, on ephemeral loopback ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+READY_TIMEOUT = 30.0
+
+
+def require_tool(name: str) -> str:
+    """The path of a real peer the test needs; the test fails (never skips) when it is missing."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed: run the test command from README.md (tools/test.sh installs it)")
+    return path
+
+
+@dataclass
+class Service:
+    proc: subprocess.Popen
+    data_dir: Path
+    ports: dict
+    api_key: str
+    stderr_path: Path
+    env: dict = field(default_factory=dict)
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.ports['http']}"
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.http, headers={"Authorization": f"Bearer {self.api_key}"}, timeout=10)
+
+    def create_session(self, **body) -> dict:
+        body.setdefault("mode", "ai_agent")
+        body.setdefault("source_language", "en")
+        with self.client() as c:
+            r = c.post("/v1/sessions", json=body)
+            assert r.status_code == 201, r.text
+            return r.json()
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return self.proc.returncode
+
+
+def start_service(data_dir: Path, *extra: str, env: dict | None = None) -> Service:
+    """Run ``sipua serve`` bound to 127.0.0.1 with ephemeral ports; wait for its ready line."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    stderr_path = data_dir / "serve.stderr"
+    full_env = {**os.environ, "SIPUA_API_KEY": "test-key-0123456789abcdef", **(env or {})}
+    cmd = [
+        sys.executable,
+        "-m",
+        "sipua",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--http-host",
+        "127.0.0.1",
+        "--sip-port",
+        "0",
+        "--tls-port",
+        "0",
+        "--http-port",
+        "0",
+        "--data-dir",
+        str(data_dir),
+        *extra,
+    ]
+    with open(stderr_path, "ab") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=full_env)
+    deadline = time.monotonic() + READY_TIMEOUT
+    assert proc.stdout is not None
+    line = b""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        line = proc.stdout.readline()
+        if not line:
+            break
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if msg.get("event") == "ready":
+            return Service(proc, data_dir, msg["ports"], full_env["SIPUA_API_KEY"], stderr_path, full_env)
+    proc.kill()
+    proc.wait(5)
+    raise AssertionError(f"sipua serve did not become ready: {line!r}\n{stderr_path.read_text(errors='replace')}")
+
+
+_SIPP_COUNTS = re.compile(r"^\s*(Successful call|Failed call)\s*\|\s*\d+\s*\|\s*(\d+)", re.M)
+
+
+@dataclass
+class SippResult:
+    returncode: int
+    successful: int
+    failed: int
+    output: str
+
+
+def run_sipp(target: str, *args: str, timeout: float = 120.0, cwd: Path | None = None) -> SippResult:
+    """Run SIPp to completion (bounded by its own -timeout and ours) and read its final counts."""
+    sipp = require_tool("sipp")
+    cmd = [sipp, target, "-nostdin", "-timeout", str(int(timeout - 5)), "-timeout_error", *args]
+    proc = subprocess.run(cmd, capture_output=True, timeout=timeout, cwd=cwd)
+    out = proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace")
+    counts = dict(_SIPP_COUNTS.findall(out))
+    return SippResult(
+        proc.returncode, int(counts.get("Successful call", 0)), int(counts.get("Failed call", 0)), out
+    )

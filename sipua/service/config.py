@@ -133,6 +133,9 @@ class SipSettings(_Section):
     )
     ringing: bool = Field(True, description="Send 180 Ringing before 200 OK.")
     answer_delay: float = Field(0.0, ge=0, le=300, description="Seconds before answering.")
+    max_calls_per_session: int = Field(
+        100, ge=1, le=10000, description="More calls into one session get 480 until one leaves."
+    )
 
     @model_validator(mode="before")
     @classmethod

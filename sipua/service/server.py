@@ -67,6 +67,7 @@ def _ua_config(settings: Settings) -> UaConfig:
         answer_delay=sip.answer_delay,
         media_policy=MediaPolicy(codecs=tuple(media.codecs), srtp=media.srtp),
         max_message_size=sip.max_message_size,
+        max_calls_per_session=sip.max_calls_per_session,
     )
 
 

@@ -55,6 +55,7 @@ class UaConfig:
     media_policy: MediaPolicy = field(default_factory=MediaPolicy)
     max_transactions: int | None = 200_000
     max_message_size: int = 65535
+    max_calls_per_session: int = 100
 
 
 class UserAgent:

@@ -219,6 +219,10 @@ class Uas:
         if not getattr(session, "accepting_calls", True):
             self.respond(tx, 480, headers=[("Retry-After", "60")])
             return
+        if len(self.calls_by_session.get(session.id, ())) >= self.ua.config.max_calls_per_session:
+            # The session takes no more participants now; another may leave.
+            self.respond(tx, 480, "Session Full", headers=[("Retry-After", "30")])
+            return
         if "accept" in request:
             types = [v.split(";")[0].strip().lower() for v in request.values("accept")]
             if types and not any(t in ("application/sdp", "application/*", "*/*") for t in types):

@@ -7,6 +7,8 @@ reused so building a response costs no parsing.
 
 from __future__ import annotations
 
+from .errors import ParseError
+from .headers import _key_cache, header_key
 from .message import Request, Response
 
 REASON_PHRASES = {
@@ -86,6 +88,8 @@ def make_response(
     ``to_tag`` is added to To unless the request's To already has a tag.
     ``record_route`` copies Record-Route, as a UAS does for dialog-creating
     responses (§12.1.1). For 100 Trying, Timestamp is copied (§8.2.6.1).
+    Works on a request from :func:`~sipua.sip.message.salvage_request` too: the
+    copied values are taken as written, never re-parsed.
     """
     fields = []
     for field in request.fields:
@@ -93,14 +97,14 @@ def make_response(
         if key in _COPIED:
             fields.append(field)
         elif key == "to":
-            if to_tag is not None and ";tag=" not in field[2].replace(" ", "").lower():
+            if to_tag is not None and not _has_tag(request, field[2]):
                 fields.append((key, field[1], f"{field[2]};tag={to_tag}"))
             else:
                 fields.append(field)
         elif key == "record-route" and record_route or key == "timestamp" and status == 100:
             fields.append(field)
     for name, value in headers:
-        fields.append((name.lower(), name, value))
+        fields.append((_header_key(name), name, value))
     if content_type is not None:
         fields.append(("content-type", "Content-Type", content_type))
     return Response(status, reason if reason is not None else reason_phrase(status), fields, body)
@@ -137,7 +141,22 @@ def make_request(
     if contact is not None:
         fields.append(("contact", "Contact", contact))
     for name, value in headers:
-        fields.append((name.lower(), name, value))
+        fields.append((_header_key(name), name, value))
     if content_type is not None:
         fields.append(("content-type", "Content-Type", content_type))
     return Request(method, uri, fields, body)
+
+
+def _header_key(name: str) -> str:
+    key = _key_cache.get(name)
+    return key if key is not None else header_key(name)
+
+
+def _has_tag(request: Request, to_value: str) -> bool:
+    """Whether the request's To carries a tag parameter (not a ``tag`` inside the URI)."""
+    try:
+        return request.to.tag is not None
+    except ParseError:
+        # A salvaged request: look at the text after the URI.
+        rest = to_value[to_value.rfind(">") + 1 :] if ">" in to_value else to_value
+        return ";tag=" in rest.replace(" ", "").replace("\t", "").lower()

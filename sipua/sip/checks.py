@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .errors import ParseError
-from .message import Request, Response, parse_message
+from .message import Request, Response, parse_message, salvage_request
 from .uri import SipUri, TelUri
 
 # Option tags this stack implements (RFC 3261 §19.2). Anything else in Require is 420.
@@ -103,7 +103,20 @@ def check_message(data: bytes) -> Verdict:
         if kind == "response":
             # RFC 3261 §18.1.2: a malformed response is silently discarded.
             return Verdict(False, kind, detail=f"discarded: {e.detail}")
-        return Verdict(False, kind, status=e.status, reason=e.reason, detail=e.detail)
+        salvaged = salvage_request(data)
+        method = call_id = None
+        if salvaged is not None:
+            method = salvaged.method
+            call_id = salvaged.get("call-id")
+        return Verdict(
+            False,
+            kind,
+            method=method,
+            status=e.status,
+            reason=e.reason,
+            call_id=call_id,
+            detail=e.detail,
+        )
     if isinstance(msg, Response):
         try:
             msg.validate()

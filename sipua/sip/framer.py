@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import ParseError
-from .message import Request, Response, build_message
+from .message import Request, Response, _content_length_of, build_message
 
 
 class _NeedData:
@@ -49,6 +49,7 @@ class KeepAliveReceived:
 FramerEvent = MessageFramed | MalformedMessage | KeepAliveReceived
 
 _CL_RE = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)", re.I | re.M)
+_LEADING_CRLF = re.compile(rb"[\r\n]+")
 
 
 class StreamFramer:
@@ -80,19 +81,21 @@ class StreamFramer:
         buf = self._buffer
         if self._pending is None:
             # Keep-alives and stray CRLFs between messages (RFC 3261 §7.5).
-            if buf[:1] in (b"\r", b"\n"):
-                n = 0
-                while n < len(buf) and buf[n] in (13, 10):
-                    n += 1
-                ping = bytes(buf[:n]).find(b"\r\n\r\n") >= 0
-                if n == len(buf) and not ping:
+            if buf[:1] == b"\r" or buf[:1] == b"\n":
+                n = _LEADING_CRLF.match(buf).end()  # type: ignore[union-attr]
+                ping = buf.find(b"\r\n\r\n", 0, n)
+                if ping >= 0:
+                    # One event per CRLFCRLF (RFC 5626 §4.4.1), whatever the chunking.
+                    del buf[: ping + 4]
+                    self._scan_from = 0
+                    return KeepAliveReceived()
+                if n == len(buf):
+                    # Could still become a ping; only the last 3 octets can be part of one.
+                    if n > 3:
+                        del buf[: n - 3]
                     return NEED_DATA
                 del buf[:n]
                 self._scan_from = 0
-                if ping:
-                    return KeepAliveReceived()
-            if not buf:
-                return NEED_DATA
             start = max(0, self._scan_from - 3)
             i = buf.find(b"\r\n\r\n", start)
             j = buf.find(b"\n\n", start, i if i >= 0 else len(buf))
@@ -128,14 +131,13 @@ class StreamFramer:
                 message, error = None, e
                 cl_lines = [m.decode("latin-1").strip() for m in _CL_RE.findall(head)]
             if cl_lines:
-                if len(set(cl_lines)) > 1:
+                try:
+                    length = _content_length_of(cl_lines)
+                except ParseError:
+                    # Negative, non-numeric or conflicting: where the next message
+                    # starts is unknown (RFC 4475 §3.1.2.3, §3.3.9).
                     self._fail()
-                    raise ParseError("conflicting Content-Length values", fatal_to_stream=True)
-                raw = cl_lines[0]
-                if not raw.isdigit() or not raw.isascii():
-                    self._fail()
-                    raise ParseError(f"bad Content-Length {raw[:40]!r}", fatal_to_stream=True)
-                length = int(raw)
+                    raise
             else:
                 length = 0
                 if self.require_content_length and error is None:

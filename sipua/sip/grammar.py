@@ -46,7 +46,13 @@ def unquote(text: str) -> str:
 
 
 def quote(text: str) -> str:
-    """``text`` as a quoted-string."""
+    """``text`` as a quoted-string.
+
+    CR and LF cannot be written in a quoted-string, not even as quoted-pairs
+    (RFC 3261 §25.1), so they are refused rather than emitted into a header line.
+    """
+    if "\r" in text or "\n" in text:
+        raise ValueError(f"CR or LF cannot be quoted: {text[:40]!r}")
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -143,6 +149,9 @@ def parse_uint(text: str, what: str, maximum: int = 2**32 - 1) -> int:
     """A decimal number within ``0..maximum``; leading zeros allowed (RFC 4475 §3.1.1.1)."""
     if not text.isdigit() or not text.isascii():
         raise ParseError(f"{what} is not a number: {text[:40]!r}", header=what)
+    if len(text) > 20 and len(text.lstrip("0")) > 20:
+        # Far beyond any maximum; int() of thousands of digits is slow or refused.
+        raise ParseError(f"{what} {text[:40]}... is too large", header=what)
     value = int(text)
     if value > maximum:
         raise ParseError(f"{what} {text[:40]} is larger than {maximum}", header=what)

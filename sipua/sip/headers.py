@@ -86,7 +86,7 @@ LIST_HEADERS = frozenset(
 )
 
 _key_cache: dict[str, str] = {}
-_KEY_CACHE_LIMIT = 512
+_KEY_CACHE_LIMIT = 1024
 
 
 def header_key(name: str) -> str:
@@ -102,6 +102,32 @@ def header_key(name: str) -> str:
     if len(_key_cache) < _KEY_CACHE_LIMIT:
         _key_cache[name] = key
     return key
+
+
+def _prime_key_cache() -> None:
+    # Common spellings are cached up front, so a peer sending many odd header names
+    # fills the cache's free slots, never displaces these.
+    names = list(COMPACT_FORMS) + list(COMPACT_FORMS.values()) + [
+        "cseq", "max-forwards", "content-length", "content-type", "allow", "supported",
+        "require", "proxy-require", "unsupported", "user-agent", "server", "route",
+        "record-route", "expires", "min-expires", "accept", "accept-encoding",
+        "accept-language", "authorization", "proxy-authorization", "www-authenticate",
+        "proxy-authenticate", "authentication-info", "date", "timestamp", "organization",
+        "priority", "warning", "reason", "rack", "rseq", "min-se", "privacy",
+        "p-asserted-identity", "p-preferred-identity", "remote-party-id", "diversion",
+        "history-info", "mime-version", "replaces", "in-reply-to", "reply-to",
+        "error-info", "call-info", "alert-info", "retry-after", "path", "service-route",
+        "sip-etag", "sip-if-match", "content-disposition", "content-language",
+        "subscription-state", "x-asterisk-hangupcause", "x-asterisk-hangupcausecode",
+    ]  # fmt: skip
+    for key in names:
+        canonical = COMPACT_FORMS.get(key, key)
+        for spelling in {key, key.upper(), display_name(canonical) if len(key) > 1 else key}:
+            _key_cache[spelling] = canonical
+    for spelling in ("Call-ID", "Call-Id", "CALL-ID"):
+        _key_cache[spelling] = "call-id"
+    for spelling in ("CSeq", "Cseq", "CSEQ"):
+        _key_cache[spelling] = "cseq"
 
 
 def display_name(key: str) -> str:
@@ -149,7 +175,7 @@ class Via:
         v = self.params["rport"]
         if v is None:
             return True
-        return int(v) if v.isdigit() else True
+        return int(v) if v.isdigit() and v.isascii() and len(v) <= 5 else True
 
     @property
     def maddr(self) -> str | None:
@@ -158,7 +184,7 @@ class Via:
     @property
     def ttl(self) -> int | None:
         v = self.params.get("ttl")
-        return int(v) if v and v.isdigit() else None
+        return int(v) if v and v.isdigit() and v.isascii() and len(v) <= 3 else None
 
     @property
     def host_bare(self) -> str:
@@ -273,7 +299,8 @@ class NameAddr:
         if self._text is None:
             if self.display_name is not None:
                 dn = self.display_name
-                dn = dn if TOKEN_RE.fullmatch(dn.replace(" ", "")) else quote(dn)
+                # Tokens separated by single LWS runs read back the same unquoted.
+                dn = dn if _DISPLAY_TOKENS.fullmatch(dn) else quote(dn)
                 text = f"{dn} <{self.uri_text}>"
             else:
                 text = f"<{self.uri_text}>"
@@ -370,7 +397,11 @@ class CSeq:
 
 
 def parse_cseq(value: str) -> CSeq:
-    parts = value.split()
+    # CSeq = 1*DIGIT LWS Method: only SP/HT separate (str.split() would also split on
+    # CR, NBSP and other Unicode spaces).
+    parts = value.replace("\t", " ").split(" ")
+    if len(parts) > 2:
+        parts = [p for p in parts if p]
     if len(parts) != 2:
         raise ParseError(f"bad CSeq {value[:60]!r}", header="cseq")
     seq = parse_uint(parts[0], "CSeq")
@@ -388,8 +419,28 @@ class ContentType:
         self.mime = mime.lower()
         self.params = params or {}
 
+    @property
+    def type(self) -> str:
+        return self.mime.partition("/")[0]
+
+    @property
+    def subtype(self) -> str:
+        return self.mime.partition("/")[2]
+
     def __str__(self) -> str:
         return self.mime + format_params(self.params)
+
+    def __repr__(self) -> str:
+        return f"ContentType({str(self)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        """Same type/subtype (case-insensitive) and parameters (names case-insensitive)."""
+        if not isinstance(other, ContentType):
+            return NotImplemented
+        return self.mime == other.mime and self.params == other.params
+
+    def __hash__(self) -> int:
+        return hash(self.mime)
 
 
 _MIME_RE = re.compile(
@@ -402,3 +453,6 @@ def parse_content_type(value: str) -> ContentType:
     if m is None:
         raise ParseError(f"bad Content-Type {value[:60]!r}", header="content-type")
     return ContentType(f"{m.group(1)}/{m.group(2)}", parse_params(m.group(3), "Content-Type"))
+
+
+_prime_key_cache()

@@ -4,7 +4,8 @@
 header fields and the body. Headers the stack uses have typed accessors
 (``via``, ``from_``, ``to``, ``call_id``, ``cseq``, ``contact`` …) that parse on
 first use and raise :class:`ParseError` when the value is malformed; other
-headers are kept verbatim and serialised back unchanged.
+headers are kept verbatim and serialised back unchanged. ``validate()`` parses
+them all at once, which is what a UAS does before it trusts a request.
 """
 
 from __future__ import annotations
@@ -38,13 +39,35 @@ _CALL_ID_RE = re.compile(r"[!-~]+")  # word [ "@" word ]: visible ASCII, no LWS
 # Headers that may appear at most once (RFC 3261 §7.3, Table 2/3).
 SINGLETON_HEADERS = frozenset({"from", "to", "call-id", "cseq", "max-forwards", "content-length"})
 
+# Methods seen every second; anything else is checked against the token grammar.
+_COMMON_METHODS = frozenset(
+    {
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "OPTIONS",
+        "REGISTER",
+        "PRACK",
+        "UPDATE",
+        "INFO",
+        "REFER",
+        "NOTIFY",
+        "SUBSCRIBE",
+        "MESSAGE",
+        "PUBLISH",
+    }
+)
+
 
 class Message:
     """What requests and responses share: header fields and a body.
 
     ``fields`` is the ordered list of ``(key, name, value)``: ``key`` the
     canonical lower-case name (compact forms expanded), ``name`` as written,
-    ``value`` with surrounding whitespace and line folding removed.
+    ``value`` with surrounding whitespace and line folding removed. Code that
+    changes ``fields`` in place calls :meth:`invalidate` afterwards; ``add``,
+    ``set`` and ``remove`` do that themselves.
     ``context`` is left to the transport (where the message came from or is
     going to); the core carries it but never looks inside.
     """
@@ -97,6 +120,8 @@ class Message:
         return _key(name) in self._idx()
 
     def add(self, name: str, value: str, *, first: bool = False) -> None:
+        """Append a header line (or put it first); typed values of that header are re-read."""
+        _check_value(value)
         key = _key(name)
         entry = (key, display_name(key) if name.lower() == key or len(name) == 1 else name, value)
         if first:
@@ -107,12 +132,16 @@ class Message:
 
     def set(self, name: str, value: str) -> None:
         """Replace every line of a header with one, where the first one was."""
+        _check_value(value)
         key = _key(name)
         fields = self.fields
         for i, (k, n, _) in enumerate(fields):
             if k == key:
-                fields[i] = (k, n, value)
-                self.fields = [f for j, f in enumerate(fields) if j == i or f[0] != key]
+                self.fields = [
+                    (k, n, value) if j == i else f
+                    for j, f in enumerate(fields)
+                    if j == i or f[0] != key
+                ]
                 break
         else:
             fields.append((key, display_name(key), value))
@@ -127,10 +156,22 @@ class Message:
         self._index = None
         self._cache.pop(key, None)
 
+    def invalidate(self, name: str | None = None) -> None:
+        """Forget parsed values after ``fields`` was changed in place.
+
+        With ``name``, only that header's typed value is read again; without, all are.
+        """
+        self._index = None
+        if name is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(_key(name), None)
+
     # -- typed header access -----------------------------------------------
 
     def _single(self, key: str) -> str | None:
-        lst = self._idx().get(key)
+        index = self._index
+        lst = (index if index is not None else self._idx()).get(key)
         if not lst:
             return None
         if len(lst) > 1:
@@ -142,7 +183,13 @@ class Message:
         cache = self._cache
         v = cache.get("via")
         if v is None:
-            v = cache["via"] = [parse_via(e) for e in self.values("via")]
+            index = self._index
+            lines = (index if index is not None else self._idx()).get("via", ())
+            if len(lines) == 1 and "," not in lines[0]:
+                v = [parse_via(lines[0])]
+            else:
+                v = [parse_via(e) for e in self.values("via")]
+            cache["via"] = v
         return v
 
     @property
@@ -232,7 +279,9 @@ class Message:
         raw = self._single("max-forwards")
         v = None
         if raw is not None:
-            if not raw.isdigit() or not raw.isascii() or int(raw) > 255:
+            # RFC 3261 §20.22: 1*DIGIT, 0-255 in practice; leading zeros allowed (RFC 4475 §3.1.1.1).
+            digits = raw.lstrip("0")
+            if not raw.isdigit() or not raw.isascii() or len(digits) > 3 or int(raw) > 255:
                 raise ParseError(f"bad Max-Forwards {raw[:40]!r}", header="max-forwards")
             v = int(raw)
         cache["max-forwards"] = v
@@ -240,8 +289,12 @@ class Message:
 
     @property
     def content_type(self) -> ContentType | None:
+        cache = self._cache
+        if "content-type" in cache:
+            return cache["content-type"]
         raw = self._single("content-type")
-        return parse_content_type(raw) if raw is not None else None
+        v = cache["content-type"] = parse_content_type(raw) if raw is not None else None
+        return v
 
     def option_tags(self, name: str) -> list[str]:
         """Require, Proxy-Require, Supported, Unsupported: lower-cased option tags."""
@@ -251,9 +304,28 @@ class Message:
         return out
 
     def validate(self) -> None:
-        """Parse every header the stack relies on, raising :class:`ParseError` on the first fault."""
-        for parse in _VALIDATED:
-            parse.fget(self)  # type: ignore[attr-defined]
+        """Parse every header the stack relies on, raising :class:`ParseError` on the first fault.
+
+        That is the top Via (all Via values), From, To, Call-ID, CSeq, Max-Forwards,
+        Content-Length, Content-Type, Contact, Route and Record-Route, including the URIs
+        inside the name-addr values (a ``Contact: *`` has none).
+        """
+        self.via  # noqa: B018 - parses every Via value
+        self.top_via  # noqa: B018
+        self.from_.uri  # noqa: B018
+        self.to.uri  # noqa: B018
+        self.call_id  # noqa: B018
+        self.cseq  # noqa: B018
+        self.max_forwards  # noqa: B018
+        self.content_length  # noqa: B018
+        self.content_type  # noqa: B018
+        for contact in self.contact:
+            if contact.uri_text != "*":
+                contact.uri  # noqa: B018
+        for route in self.route:
+            route.uri  # noqa: B018
+        for route in self.record_route:
+            route.uri  # noqa: B018
 
     # -- serialisation -----------------------------------------------------
 
@@ -282,20 +354,13 @@ class Message:
         return self.to_bytes()
 
     def header_items(self) -> list[tuple[str, str]]:
-        """``(key, value)`` pairs: what message equality compares."""
+        """``(key, value)`` pairs of every header line, in order."""
         return [(k, v) for k, _, v in self.fields]
 
-
-_VALIDATED = (
-    Message.top_via,
-    Message.from_,
-    Message.to,
-    Message.call_id,
-    Message.cseq,
-    Message.max_forwards,
-    Message.contact,
-    Message.content_length,
-)
+    def _eq_items(self) -> list[tuple[str, str]]:
+        # Content-Length is left out: to_bytes() writes the body's real length, and
+        # equality compares the bodies themselves.
+        return [(k, v) for k, _, v in self.fields if k != "content-length"]
 
 
 class Request(Message):
@@ -318,12 +383,16 @@ class Request(Message):
         return f"{self.method} {self.uri} {self.version}"
 
     def __eq__(self, other: object) -> bool:
+        """Same method, Request-URI text, header values (names compared by key) and body.
+
+        Content-Length lines are not compared: they follow from the body.
+        """
         return (
             isinstance(other, Request)
             and self.method == other.method
             and str(self.uri) == str(other.uri)
-            and self.header_items() == other.header_items()
             and self.body == other.body
+            and self._eq_items() == other._eq_items()
         )
 
     __hash__ = None  # type: ignore[assignment]
@@ -352,12 +421,13 @@ class Response(Message):
         return f"{self.version} {self.status} {self.reason}"
 
     def __eq__(self, other: object) -> bool:
+        """Same status, reason, header values and body (Content-Length not compared)."""
         return (
             isinstance(other, Response)
             and self.status == other.status
             and self.reason == other.reason
-            and self.header_items() == other.header_items()
             and self.body == other.body
+            and self._eq_items() == other._eq_items()
         )
 
     __hash__ = None  # type: ignore[assignment]
@@ -371,13 +441,33 @@ def _key(name: str) -> str:
     return key if key is not None else header_key(name)
 
 
+def _check_value(value: str) -> None:
+    if "\r" in value or "\n" in value:
+        # A CR or LF would end the header line early: header injection.
+        raise ValueError(f"header value contains a line break: {value[:60]!r}")
+
+
 def _parse_content_length(raw: str) -> int:
     if not raw.isdigit() or not raw.isascii():
         # RFC 4475 §3.1.2.3: the framing is lost; a stream must be closed.
         raise ParseError(
             f"bad Content-Length {raw[:40]!r}", header="content-length", fatal_to_stream=True
         )
+    if len(raw) > 12 and len(raw.lstrip("0")) > 12:
+        return 10**12  # more than any limit; int() of a huge string is slow or refused
     return int(raw)
+
+
+def _content_length_of(lines: list[str]) -> int:
+    """The one Content-Length of a message that may repeat the header with the same value."""
+    length = _parse_content_length(lines[0])
+    for other in lines[1:]:
+        if _parse_content_length(other) != length:
+            # RFC 4475 §3.3.9: no way to know where the body ends.
+            raise ParseError(
+                "conflicting Content-Length values", header="content-length", fatal_to_stream=True
+            )
+    return length
 
 
 def split_head(data: bytes) -> tuple[bytes, int] | None:
@@ -394,32 +484,69 @@ def split_head(data: bytes) -> tuple[bytes, int] | None:
     return None
 
 
+class _Folded(Exception):
+    """The header section has continuation lines: unfold it and start again."""
+
+
+def _lines(head: str) -> list[str]:
+    """The lines of a header section, CRLF or (tolerated) LF ended; a stray CR is an error."""
+    if "\r" in head:
+        lines = head.split("\r\n")
+        n = len(lines) - 1
+        if head.count("\n") == n and head.count("\r") == n:
+            return lines
+    elif "\n" in head:
+        return head.split("\n")
+    else:
+        return [head]
+    lines = head.split("\n")
+    for i, line in enumerate(lines):
+        if line[-1:] == "\r":
+            line = lines[i] = line[:-1]
+        if "\r" in line:
+            raise ParseError(f"stray CR in header line {line[:60]!r}")
+    return lines
+
+
 def parse_head(head: str) -> tuple[str, list[tuple[str, str, str]], dict[str, list[str]]]:
     """Split a decoded header section into the start line and header fields."""
-    if "\n " in head or "\n\t" in head:
-        head = _FOLD_RE.sub(" ", head)
-    lines = head.split("\r\n") if "\r" in head else head.split("\n")
+    try:
+        return _parse_head(head)
+    except _Folded:
+        # RFC 3261 §7.3.1: a line starting with SP/HT continues the previous one.
+        return _parse_head(_FOLD_RE.sub(" ", head), unfolded=True)
+
+
+def _parse_head(
+    head: str, unfolded: bool = False
+) -> tuple[str, list[tuple[str, str, str]], dict[str, list[str]]]:
+    lines = _lines(head)
     fields: list[tuple[str, str, str]] = []
     index: dict[str, list[str]] = {}
+    append = fields.append
+    index_get = index.get
     cache_get = _key_cache.get
-    for i in range(1, len(lines)):
-        line = lines[i]
+    it = iter(lines)
+    start = next(it)
+    for line in it:
         name, colon, value = line.partition(":")
-        if not colon:
+        key = cache_get(name)
+        if key is None or not colon:
             if not line.strip(WS):
                 continue
-            raise ParseError(f"header line without a colon: {line[:60]!r}")
-        key = cache_get(name)
-        if key is None:
+            if not unfolded and line[0] in WS:
+                raise _Folded
+            if not colon:
+                raise ParseError(f"header line without a colon: {line[:60]!r}")
             key = header_key(name)
         value = value.strip(WS)
-        fields.append((key, name, value))
-        lst = index.get(key)
+        append((key, name, value))
+        lst = index_get(key)
         if lst is None:
             index[key] = [value]
         else:
             lst.append(value)
-    return lines[0], fields, index
+    return start, fields, index
 
 
 def parse_request_line(line: str) -> tuple[str, Uri, str]:
@@ -433,7 +560,7 @@ def parse_request_line(line: str) -> tuple[str, Uri, str]:
                 raise ParseError(f"SIP version {version} not supported", 505)
             raise ParseError(f"malformed SIP version {version[:20]!r}")
         version = SIP_VERSION
-    if TOKEN_RE.fullmatch(method) is None:
+    if method not in _COMMON_METHODS and TOKEN_RE.fullmatch(method) is None:
         raise ParseError(f"bad method {method[:40]!r}")
     if uri_text[:1] == "<":
         # RFC 4475 §3.1.2.7
@@ -458,13 +585,24 @@ def parse_status_line(line: str) -> tuple[str, int, str]:
 def build_message(head: str, body: bytes) -> Request | Response:
     """A message from its decoded header section and its body (already framed)."""
     start, fields, index = parse_head(head)
+    msg: Request | Response
     if start[:4].upper() == "SIP/":
         version, status, reason = parse_status_line(start)
-        msg: Request | Response = Response(status, reason, fields, body, version)
+        msg = Response.__new__(Response)
+        msg.status = status
+        msg.reason = reason
     else:
         method, uri, version = parse_request_line(start)
-        msg = Request(method, uri, fields, body, version)
+        msg = Request.__new__(Request)
+        msg.method = method
+        msg.uri = uri
+    # The fields Message.__init__ would set, without its argument handling.
+    msg.version = version
+    msg.fields = fields
+    msg.body = body
+    msg.context = None
     msg._index = index
+    msg._cache = {}
     return msg
 
 
@@ -472,38 +610,101 @@ def parse_message(data: bytes, *, max_size: int | None = None) -> Request | Resp
     """Parse one message from a datagram (RFC 3261 §18.3 framing for UDP).
 
     The body is what follows the header section, cut to Content-Length;
-    octets beyond it are ignored (RFC 4475 §3.1.2.8). A Content-Length larger
+    octets beyond it are ignored (RFC 4475 §3.1.1.8). A Content-Length larger
     than the body is an error (§3.1.2.2).
     """
     if max_size is not None and len(data) > max_size:
         raise ParseError(f"message of {len(data)} octets exceeds {max_size}", 513)
     # RFC 3261 §7.5: ignore CRLFs before the start line.
-    if data[:1] in (b"\r", b"\n"):
+    if data[:1] == b"\r" or data[:1] == b"\n":
         data = data.lstrip(b"\r\n")
-    split = split_head(data)
-    if split is None:
-        # No empty line: the datagram holds only headers (RFC 5118 §4.10's files).
-        head_bytes, rest = data.rstrip(b"\r\n"), b""
+    i = data.find(b"\r\n\r\n")
+    if i > 0 and data.find(b"\n\n", 0, i) < 0:
+        head_bytes = data[:i]
+        rest = data[i + 4 :]
     else:
-        head_bytes, body_start = split
-        rest = data[body_start:]
-    if not head_bytes:
-        raise ParseError("empty message")
-    head = head_bytes.decode("utf-8", "surrogateescape")
-    msg = build_message(head, b"")
-    cl_lines = msg._idx().get("content-length")
+        split = split_head(data)
+        if split is None:
+            # No empty line: the datagram holds only headers (RFC 5118 §4.10's files).
+            head_bytes, rest = data.rstrip(b"\r\n"), b""
+        else:
+            head_bytes, body_start = split
+            rest = data[body_start:]
+        if not head_bytes:
+            raise ParseError("empty message")
+    msg = build_message(head_bytes.decode("utf-8", "surrogateescape"), b"")
+    cl_lines = msg._index.get("content-length")  # type: ignore[union-attr]
     if cl_lines:
-        if len(cl_lines) > 1 and len(set(cl_lines)) > 1:
-            raise ParseError(
-                "conflicting Content-Length values", header="content-length", fatal_to_stream=True
-            )
-        length = _parse_content_length(cl_lines[0])
+        length = _content_length_of(cl_lines)
         if length > len(rest):
             raise ParseError(
-                f"Content-Length {length} is larger than the {len(rest)} octets received",
+                f"Content-Length {cl_lines[0][:20]} is larger than the {len(rest)} octets received",
                 header="content-length",
             )
-        msg.body = rest[:length]
+        msg.body = rest[:length] if length < len(rest) else rest
     else:
         msg.body = rest
     return msg
+
+
+# -- salvage -----------------------------------------------------------------
+
+
+class _UnparsedUri(Uri):
+    """A Request-URI that did not parse, kept as text by :func:`salvage_request`."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.scheme = text.partition(":")[0] if ":" in text else ""
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return f"_UnparsedUri({self.text!r})"
+
+
+def salvage_request(data: bytes) -> Request | None:
+    """What can be read of a request that :func:`parse_message` rejected, to answer it.
+
+    RFC 3261 §8.2 wants a 400 (or 505, 416 …) for a malformed request, and the
+    response needs the request's Via, From, To, Call-ID and CSeq copied into it
+    (§8.2.6.2). This parse is tolerant: header lines that cannot be read are
+    skipped, values are kept raw and unvalidated, the body is dropped, and a
+    Request-URI that does not parse is kept as text. The result is only fit for
+    :func:`~sipua.sip.builders.make_response`; its typed accessors may still raise.
+
+    Returns None for a response, or when not even a request line and a Via are found.
+    """
+    data = data.lstrip(b"\r\n")
+    split = split_head(data)
+    head = (split[0] if split is not None else data).decode("utf-8", "surrogateescape")
+    head = _FOLD_RE.sub(" ", head)
+    lines = head.split("\n")
+    start = lines[0].strip(" \t\r")
+    parts = start.split()
+    if not parts or TOKEN_RE.fullmatch(parts[0]) is None:
+        return None  # a response ("SIP/2.0" is no token) or garbage
+    method = parts[0]
+    uri_text = parts[1] if len(parts) > 1 else ""
+    uri: Uri
+    try:
+        uri = parse_uri(uri_text.strip("<>"))
+    except ParseError:
+        uri = _UnparsedUri(uri_text)
+    fields: list[tuple[str, str, str]] = []
+    for line in lines[1:]:
+        line = line.rstrip("\r")
+        name, colon, value = line.partition(":")
+        if not colon or "\r" in value:
+            continue
+        try:
+            key = header_key(name)
+        except ParseError:
+            continue
+        fields.append((key, name.strip(WS), value.strip(WS)))
+    if not any(f[0] == "via" for f in fields):
+        return None
+    return Request(method, uri, fields, b"")

@@ -40,6 +40,40 @@ class Uri:
     def __hash__(self) -> int:
         return hash(str(self))
 
+    def equivalent(self, other: Uri) -> bool:
+        """Whether two URIs name the same resource (textual equality unless a scheme says more)."""
+        return str(self) == str(other)
+
+
+# RFC 3261 §19.1.4: characters other than the reserved ones are equivalent to their
+# %HH encoding; reserved ones are not (sip:a%3Bb@h is not sip:a;b@h).
+_RESERVED = frozenset(";/?:@&=+$,")
+_ESCAPE_RE = re.compile(r"%([0-9A-Fa-f]{2})")
+
+
+def _decode_unreserved(match: re.Match[str]) -> str:
+    c = chr(int(match.group(1), 16))
+    if c in _RESERVED or c == "%" or not c.isascii():
+        return "%" + match.group(1).upper()
+    return c
+
+
+def _comparable(text: str | None) -> str | None:
+    """``text`` with escapes of unreserved characters decoded, for URI comparison."""
+    if text is None or "%" not in text:
+        return text
+    return _ESCAPE_RE.sub(_decode_unreserved, text)
+
+
+def _uri_headers(text: str | None) -> dict[str, str]:
+    if not text:
+        return {}
+    out: dict[str, str] = {}
+    for part in text.split("&"):
+        name, _, value = part.partition("=")
+        out[(_comparable(name) or "").lower()] = _comparable(value) or ""
+    return out
+
 
 class SipUri(Uri):
     """A ``sip:`` or ``sips:`` URI."""
@@ -136,22 +170,31 @@ class SipUri(Uri):
         return f"SipUri({str(self)!r})"
 
     def equivalent(self, other: Uri) -> bool:
-        """URI comparison of RFC 3261 §19.1.4 (the parts the stack relies on)."""
+        """URI comparison of RFC 3261 §19.1.4.
+
+        Scheme, user and password case-sensitively; host case-insensitively; a port, or
+        a ``user``/``ttl``/``method``/``maddr``/``transport`` parameter, present in one
+        only is a mismatch; other parameters are compared only when both have them;
+        URI headers must all be present in both. Escapes of unreserved characters
+        equal the characters themselves.
+        """
         if not isinstance(other, SipUri) or self.scheme != other.scheme:
             return False
-        if self.user_unescaped != other.user_unescaped or self.password != other.password:
+        if _comparable(self.user) != _comparable(other.user):
+            return False
+        if _comparable(self.password) != _comparable(other.password):
             return False
         if self.host.lower() != other.host.lower() or self.port != other.port:
             return False
+        mine = _comparable_params(self.params)
+        theirs = _comparable_params(other.params)
         for key in ("user", "ttl", "method", "maddr", "transport"):
-            a, b = self.params.get(key), other.params.get(key)
-            if (a is None) != (b is None) or (a and b and a.lower() != b.lower()):
+            if (key in mine) != (key in theirs):
                 return False
-        for key in set(self.params) & set(other.params):
-            a, b = self.params[key], other.params[key]
-            if (a or "").lower() != (b or "").lower():
+        for key in mine.keys() & theirs.keys():
+            if mine[key] != theirs[key]:
                 return False
-        return True
+        return _uri_headers(self.headers) == _uri_headers(other.headers)
 
 
 class TelUri(Uri):
@@ -170,6 +213,14 @@ class TelUri(Uri):
     @property
     def user(self) -> str:
         return self.number
+
+    def equivalent(self, other: Uri) -> bool:
+        """RFC 3966 §4: same number without visual separators, same parameters."""
+        if not isinstance(other, TelUri):
+            return False
+        return _tel_digits(self.number) == _tel_digits(other.number) and _comparable_params(
+            self.params
+        ) == _comparable_params(other.params)
 
     def __str__(self) -> str:
         if self._text is None:
@@ -194,6 +245,28 @@ class AbsoluteUri(Uri):
 
     def __repr__(self) -> str:
         return f"AbsoluteUri({str(self)!r})"
+
+    def equivalent(self, other: Uri) -> bool:
+        return (
+            isinstance(other, AbsoluteUri)
+            and self.scheme.lower() == other.scheme.lower()
+            and self.opaque == other.opaque
+        )
+
+
+def _comparable_params(params: dict[str, str | None]) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for key, value in params.items():
+        name = (_comparable(key) or "").lower()
+        out[name] = None if value is None else (_comparable(value) or "").lower()
+    return out
+
+
+_VISUAL_SEPARATORS = str.maketrans("", "", "-.()")
+
+
+def _tel_digits(number: str) -> str:
+    return (_comparable(number) or "").translate(_VISUAL_SEPARATORS).lower()
 
 
 def _parse_uri_params(text: str) -> dict[str, str | None]:

@@ -112,7 +112,7 @@ class MediaClock:
         first = self._next_tick
         # The last tick whose time has come; the loop may fire a handle up to its
         # clock resolution early, so the tick we were armed for counts as due.
-        due = max(int((now - self._origin) / self.interval), first)
+        due = max(int((now - self._origin) / self.interval + 1e-6), first)
         if due - first >= self.max_catch_up:
             skipped = due - first - self.max_catch_up + 1
             self.ticks_skipped += skipped

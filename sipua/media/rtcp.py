@@ -85,8 +85,11 @@ def round_trip_time(report: RtcpReceiverInfo, arrival_ntp_middle: int) -> float 
 class RtcpSession:
     """Report scheduling and what the peer's reports told us, for one stream."""
 
-    def __init__(self, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, rng: random.Random | None = None, *, minimum_interval: float = MIN_INTERVAL
+    ) -> None:
         self.rng = rng or random.Random()
+        self.minimum_interval = minimum_interval
         self.next_report = 0.0
         self.reports_sent = 0
         self.packets_received = 0
@@ -99,7 +102,9 @@ class RtcpSession:
         self._packets_at_last_report = 0
 
     def schedule(self, now: float, *, initial: bool = False) -> None:
-        self.next_report = now + report_interval(self.rng, initial=initial)
+        self.next_report = now + report_interval(
+            self.rng, initial=initial, minimum=self.minimum_interval
+        )
 
     def report(
         self,

@@ -140,6 +140,7 @@ class MediaStream:
         send_silence: bool = True,
         rtp_timeout: float = 30.0,
         rtp_hold_timeout: float = 0.0,
+        rtcp_interval: float = 5.0,
         cname: str | None = None,
     ) -> None:
         self.ports = ports
@@ -209,7 +210,7 @@ class MediaStream:
         self._rx_samples = 0
         self._cn_level: int | None = None
         self._dtmf_receiver = DtmfReceiver()
-        self._rtcp = RtcpSession()
+        self._rtcp = RtcpSession(minimum_interval=rtcp_interval)
         self._last_rx = 0.0
         self._timed_out = False
 
@@ -248,8 +249,8 @@ class MediaStream:
     async def open(self) -> None:
         """Start listening on the port pair (before the SDP answer goes out)."""
         loop = asyncio.get_running_loop()
-        rtp_endpoint = _Endpoint(self._on_rtp_datagram, self)
-        rtcp_endpoint = _Endpoint(self._on_rtcp_datagram, self)
+        rtp_endpoint = _Endpoint(self.receive_rtp, self)
+        rtcp_endpoint = _Endpoint(self.receive_rtcp, self)
         self._rtp_transport, _ = await loop.create_datagram_endpoint(
             lambda: rtp_endpoint, sock=self.ports.rtp_socket
         )
@@ -376,7 +377,8 @@ class MediaStream:
 
     # -- receive ------------------------------------------------------------
 
-    def _on_rtp_datagram(self, data: bytes, addr: Any) -> None:
+    def receive_rtp(self, data: bytes, addr: Any) -> None:
+        """One datagram from the RTP socket (the datagram protocol calls this)."""
         if self.state != "started":
             self.not_started_drops += 1
             return
@@ -480,7 +482,8 @@ class MediaStream:
             self._call_app(self.app.on_dtmf, self.participant, event)
         self._emit(event)
 
-    def _on_rtcp_datagram(self, data: bytes, addr: Any) -> None:
+    def receive_rtcp(self, data: bytes, addr: Any) -> None:
+        """One datagram from the RTCP socket."""
         if self.state != "started":
             self.not_started_drops += 1
             return

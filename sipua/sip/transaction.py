@@ -76,6 +76,7 @@ class Transaction:
         "last_response",
         "response_bytes",
         "ack_bytes",
+        "ack",
         "interval",
         "deadlines",
         "to_tag",
@@ -97,6 +98,7 @@ class Transaction:
         self.last_response: Response | None = None
         self.response_bytes: bytes | None = None
         self.ack_bytes: bytes | None = None
+        self.ack: Request | None = None  # the ACK a client INVITE sent for a 3xx-6xx
         self.interval = 0.0  # the current retransmission interval of Timer A, E or G
         self.deadlines: dict[str, float] = {}
         self.to_tag: str | None = None
@@ -212,7 +214,9 @@ _S = State
 ICT_TABLE: dict[tuple[State, str], tuple[State | None, tuple[str, ...]]] = {
     (_S.CALLING, "A"): (None, ("resend_request", "backoff_a")),
     (_S.CALLING, "B"): (_S.TERMINATED, ("report_timeout",)),
-    (_S.CALLING, "1xx"): (_S.PROCEEDING, ("stop_a", "pass_response")),
+    # Figure 5: Timer B only ends the Calling state. Once the peer answers 1xx the
+    # call may ring for minutes; the user ends it with CANCEL (RFC 3261 §9.1).
+    (_S.CALLING, "1xx"): (_S.PROCEEDING, ("stop_a", "stop_b", "pass_response")),
     (_S.CALLING, "2xx"): (_S.ACCEPTED, ("stop_a", "stop_b", "pass_response", "start_m")),
     (_S.CALLING, "3-6xx"): (
         _S.COMPLETED,
@@ -222,7 +226,6 @@ ICT_TABLE: dict[tuple[State, str], tuple[State | None, tuple[str, ...]]] = {
     (_S.PROCEEDING, "1xx"): (None, ("pass_response",)),
     (_S.PROCEEDING, "2xx"): (_S.ACCEPTED, ("stop_b", "pass_response", "start_m")),
     (_S.PROCEEDING, "3-6xx"): (_S.COMPLETED, ("stop_b", "send_ack", "pass_response", "start_d")),
-    (_S.PROCEEDING, "B"): (_S.TERMINATED, ("report_timeout",)),
     (_S.COMPLETED, "3-6xx"): (None, ("resend_ack",)),
     (_S.COMPLETED, "D"): (_S.TERMINATED, ()),
     (_S.COMPLETED, "transport_error"): (_S.TERMINATED, ("report_failure",)),
@@ -281,7 +284,8 @@ NIST_TABLE: dict[tuple[State, str], tuple[State | None, tuple[str, ...]]] = {
     (_S.PROCEEDING, "transport_error"): (_S.TERMINATED, ("report_failure",)),
     (_S.COMPLETED, "request"): (None, ("resend_response",)),
     (_S.COMPLETED, "J"): (_S.TERMINATED, ()),
-    (_S.COMPLETED, "transport_error"): (_S.TERMINATED, ()),
+    # Figure 8: "Trnsprt Err. Inform TU" from Completed as from Proceeding.
+    (_S.COMPLETED, "transport_error"): (_S.TERMINATED, ("report_failure",)),
 }
 
 TABLES = {
@@ -546,14 +550,14 @@ class TransactionLayer:
         if transaction.state is State.TERMINATED:
             return False
         status = response.status
-        if status >= 101 and transaction.to_tag is None:
-            transaction.to_tag = response.to.tag
         event = "tu_" + _response_class(status)
         table = TABLES[transaction.kind]
         if (transaction.state, event) not in table:
             raise ValueError(
                 f"cannot send {status} in state {transaction.state.value} of {transaction!r}"
             )
+        if status >= 101 and transaction.to_tag is None:
+            transaction.to_tag = response.to.tag
         self._input(transaction, event, response, now)
         return True
 
@@ -654,13 +658,14 @@ class TransactionLayer:
 
     def _a_send_ack(self, tx: Transaction, arg: Any, now: float) -> None:
         ack = _ack_for_non_2xx(tx.request, arg)
+        tx.ack = ack
         tx.ack_bytes = ack.to_bytes()
         self._send(tx.ack_bytes, tx.context, ack)
 
     def _a_resend_ack(self, tx: Transaction, arg: Any, now: float) -> None:
-        if tx.ack_bytes is not None:
+        if tx.ack_bytes is not None and tx.ack is not None:
             self.counters["retransmissions_sent"] += 1
-            self._send(tx.ack_bytes, tx.context, tx.request)
+            self._send(tx.ack_bytes, tx.context, tx.ack)
 
     def _a_send_response(self, tx: Transaction, arg: Response, now: float) -> None:
         data = arg.to_bytes()
@@ -751,12 +756,16 @@ _check_tables()
 def _ack_for_non_2xx(request: Request, response: Response) -> Request:
     """The ACK a client INVITE transaction sends for a 3xx–6xx (RFC 3261 §17.1.1.3)."""
     fields = []
+    via_done = False
     for key, name, value in request.fields:
         if key in ("call-id", "from", "max-forwards"):
             fields.append((key, name, value))
         elif key == "via":
-            if not any(f[0] == "via" for f in fields):
-                fields.append((key, name, value))
+            # "a single Via header field ... equal to the top Via header field of
+            # the original request": the first value, not the whole first line.
+            if not via_done:
+                fields.append((key, name, str(request.top_via)))
+                via_done = True
         elif key == "route":
             fields.append((key, name, value))
     to = response.get("to")

@@ -35,6 +35,7 @@ from sipua.transport.peer import Peer
 from sipua.transport.routing import response_peer, stamp_via
 
 from .events import EventBus
+from .gate import OpenGate, RequestGate
 from .media import MediaBackend
 from .uas import SessionResolver, Uas
 
@@ -66,8 +67,10 @@ class UserAgent:
         sessions: SessionResolver,
         media: MediaBackend,
         bus: EventBus | None = None,
+        gate: RequestGate | None = None,
     ) -> None:
         self.config = config
+        self.gate: RequestGate = gate or OpenGate()
         self.layer = TransactionLayer(config.timers, max_transactions=config.max_transactions)
         self.transports = TransportManager(
             listen, self._on_datagram, self._on_message, self._on_malformed
@@ -83,6 +86,7 @@ class UserAgent:
             "parse_errors": 0,
             "keepalives": 0,
             "handler_errors": 0,
+            "dropped_by_gate": 0,
         }
         self.responses_sent: dict[int, int] = {}
         self.requests_by_method: dict[str, int] = {}
@@ -113,6 +117,9 @@ class UserAgent:
     # -- input -------------------------------------------------------------------------
 
     def _on_datagram(self, data: bytes, peer: Peer) -> None:
+        if not self.gate.admit(peer.source[0], "udp", self.loop.time()):
+            self.counters["dropped_by_gate"] += 1
+            return
         if len(data) <= 4 and not data.strip(b"\r\n\x00"):
             self.counters["keepalives"] += (
                 1  # CRLF keep-alives (RFC 5626 §4.4.1 uses STUN; some send CRLF)

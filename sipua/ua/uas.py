@@ -176,6 +176,13 @@ class Uas:
         if rejection is not None:
             self.reject(tx, rejection)
             return
+        decision = self.ua.gate.check_request(request, request.context, self.ua.now())
+        if not decision.allowed:
+            if decision.drop:
+                self.layer.terminate(tx)  # silently: no response at all
+            else:
+                self.respond(tx, decision.status, decision.reason, headers=decision.headers)
+            return
         method = request.method
         if request.to.tag is not None:
             self._in_dialog(request, tx)
@@ -270,7 +277,9 @@ class Uas:
             self.counters["calls_failed"] += 1
             return
         call.to_tag = new_tag()
-        call.contact = f"<{self.ua.transports.contact_uri(call.transport)}>"
+        call.contact = (
+            f"<{self.ua.transports.contact_uri(call.transport, sips=_wants_sips(request))}>"
+        )
         tx.user_data = call
         self.calls_by_session.setdefault(call.session_id, set()).add(call)
         config = self.ua.config
@@ -646,6 +655,22 @@ class Uas:
             self.hangup(call, "shutdown")
             if call.state is not CallState.ENDED:
                 self._end(call, "shutdown")
+
+
+def _wants_sips(request: Request) -> bool:
+    """RFC 3261 §12.1.1: our Contact is a SIPS URI when the Request-URI, or the top
+    Record-Route (or the Contact, without Record-Route) of the dialog-creating request, is."""
+    uri = request.uri
+    if isinstance(uri, SipUri) and uri.secure:
+        return True
+    try:
+        hops = request.record_route or request.contact
+    except ParseError:
+        return False
+    if not hops:
+        return False
+    first = hops[0].uri
+    return isinstance(first, SipUri) and first.secure
 
 
 def _is_ip(host: str) -> bool:

@@ -14,9 +14,10 @@ import secrets
 from enum import Enum
 
 from .checks import Rejection
-from .grammar import WS
+from .grammar import QUOTED_RE, WS
+from .headers import parse_name_addr
 from .message import Request, Response
-from .uri import SipUri, Uri, parse_uri
+from .uri import SipUri, Uri
 
 # Methods that refresh the remote target when they succeed (RFC 3261 §12.2, RFC 3515, RFC 3311).
 TARGET_REFRESH_METHODS = frozenset({"INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"})
@@ -29,18 +30,51 @@ class DialogState(Enum):
 
 
 def _strip_tag(value: str) -> str:
-    """A From/To value without its tag parameter, as written otherwise."""
-    lower = value.lower()
-    i = lower.find(";tag", value.rfind(">") + 1)
-    while i >= 0:
-        j = i + 4
-        while j < len(value) and value[j] in WS:
-            j += 1
-        if j < len(value) and value[j] == "=":
-            end = value.find(";", j)
-            return (value[:i] + (value[end:] if end >= 0 else "")).rstrip(WS)
-        i = lower.find(";tag", j)
-    return value
+    """A From/To value without its tag parameter; other parameters are kept as written.
+
+    LWS may surround the ``;`` and ``=`` of a parameter (RFC 3261 §25.1 SEMI,
+    EQUAL), so ``<sip:a@b> ; tag = 7`` carries a tag as well.
+    """
+    addr = parse_name_addr(value)
+    if "tag" not in addr.params:
+        return value
+    if addr.bracketed:
+        start = 0
+        if value[:1] == '"':
+            quoted = QUOTED_RE.match(value)
+            start = quoted.end() if quoted else 0
+        end = value.find(">", value.find("<", start)) + 1
+    else:
+        end = value.find(";")  # an addr-spec's parameters are the header's (§20.10)
+    kept = [
+        part.strip(WS)
+        for part in _split_params(value[end:])[1:]
+        if part.split("=", 1)[0].strip(WS).lower() != "tag"
+    ]
+    return value[:end] + "".join(";" + part for part in kept)
+
+
+def _split_params(text: str) -> list[str]:
+    """``text`` split on the semicolons outside quoted strings."""
+    parts: list[str] = []
+    start = 0
+    in_quote = False
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if in_quote:
+            if c == "\\":
+                i += 1
+            elif c == '"':
+                in_quote = False
+        elif c == '"':
+            in_quote = True
+        elif c == ";":
+            parts.append(text[start:i])
+            start = i + 1
+        i += 1
+    parts.append(text[start:])
+    return parts
 
 
 class Dialog:
@@ -209,17 +243,13 @@ class Dialog:
         if isinstance(first, SipUri) and first.lr:
             return self.remote_target, list(routes)
         # Strict routing (RFC 2543 proxies): the first route becomes the
-        # Request-URI and the remote target goes last in Route.
-        stripped = first.replace(headers=None) if isinstance(first, SipUri) else first
-        if isinstance(stripped, SipUri):
-            params = {
-                k: v
-                for k, v in stripped.params.items()
-                if k not in ("method", "maddr", "ttl", "transport", "lr")
-            }
-            if "transport" in first.params:  # keep the transport the proxy asked for
-                params["transport"] = first.params["transport"]
-            stripped = stripped.replace(params=params)
+        # Request-URI and the remote target goes last in Route. Of a SIP URI's
+        # parts only the method parameter and headers are not allowed in a
+        # Request-URI (RFC 3261 §19.1.1, Table 1); maddr, ttl and transport stay.
+        stripped = first
+        if isinstance(first, SipUri) and (first.headers is not None or "method" in first.params):
+            params = {k: v for k, v in first.params.items() if k != "method"}
+            stripped = first.replace(headers=None, params=params)
         return stripped, list(routes[1:]) + [f"<{self.remote_target}>"]
 
     def create_request(
@@ -268,10 +298,7 @@ class Dialog:
 
 
 def _route_uri(value: str) -> Uri:
-    text = value.strip(WS)
-    if text.startswith("<") or "<" in text:
-        text = text[text.index("<") + 1 : text.index(">")]
-    return parse_uri(text)
+    return parse_name_addr(value.strip(WS), "Route").uri
 
 
 class DialogRegistry:

@@ -156,10 +156,19 @@ class TransportManager:
     def via(self, transport: str, branch: str) -> str:
         return f"SIP/2.0/{transport.upper()} {self.sent_by(transport)};branch={branch};rport"
 
-    def contact_uri(self, transport: str, user: str | None = None) -> str:
+    def contact_uri(self, transport: str, user: str | None = None, *, sips: bool = True) -> str:
+        """Our Contact URI on ``transport``.
+
+        Over TLS it is a SIPS URI unless ``sips`` is false: RFC 3261 §8.1.1.8 and §12.1.1
+        ask for a SIPS Contact only when the request used SIPS URIs; a ``sip:`` request
+        that merely arrived over TLS is answered with ``sip:…;transport=tls``, which peers
+        that cannot route to SIPS URIs (libre/baresip) can still send their ACK and BYE to.
+        """
         userpart = f"{user}@" if user else ""
         if transport == "tls":
-            return f"sips:{userpart}{self.sent_by('tls')}"
+            if sips:
+                return f"sips:{userpart}{self.sent_by('tls')}"
+            return f"sip:{userpart}{self.sent_by('tls')};transport=tls"
         suffix = ";transport=tcp" if transport == "tcp" else ""
         return f"sip:{userpart}{self.sent_by(transport)}{suffix}"
 

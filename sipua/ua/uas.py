@@ -117,6 +117,10 @@ class Uas:
         content_type: str | None = None,
         dialog: bool = False,
     ) -> bool:
+        if to_tag is None and status > 100:
+            # RFC 3261 §8.2.6.2: every response but 100 carries a To tag (make_response
+            # keeps the request's own tag when it has one).
+            to_tag = new_tag()
         response = make_response(
             tx.request,
             status,

@@ -24,7 +24,9 @@ def require_tool(name: str) -> str:
     """The path of a real peer the test needs; the test fails (never skips) when it is missing."""
     path = shutil.which(name)
     if path is None:
-        pytest.fail(f"{name} is not installed: run the test command from README.md (tools/test.sh installs it)")
+        pytest.fail(
+            f"{name} is not installed: run the test command from README.md (tools/test.sh installs it)"
+        )
     return path
 
 
@@ -42,7 +44,9 @@ class Service:
         return f"http://127.0.0.1:{self.ports['http']}"
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.http, headers={"Authorization": f"Bearer {self.api_key}"}, timeout=10)
+        return httpx.Client(
+            base_url=self.http, headers={"Authorization": f"Bearer {self.api_key}"}, timeout=10
+        )
 
     def create_session(self, **body) -> dict:
         body.setdefault("mode", "ai_agent")
@@ -72,7 +76,9 @@ def start_service(data_dir: Path, *extra: str, env: dict | None = None) -> Servi
     """Run ``sipua serve`` bound to 127.0.0.1 with ephemeral ports; wait for its ready line."""
     data_dir.mkdir(parents=True, exist_ok=True)
     stderr_path = data_dir / "serve.stderr"
-    full_env = {**os.environ, "SIPUA_API_KEY": "test-key-0123456789abcdef", **(env or {})}
+    # The developer's own SIPUA_* settings must not leak into the service under test.
+    inherited = {k: v for k, v in os.environ.items() if not k.upper().startswith("SIPUA_")}
+    full_env = {**inherited, "SIPUA_API_KEY": "test-key-0123456789abcdef", **(env or {})}
     cmd = [
         sys.executable,
         "-m",
@@ -109,10 +115,16 @@ def start_service(data_dir: Path, *extra: str, env: dict | None = None) -> Servi
         except ValueError:
             continue
         if msg.get("event") == "ready":
-            return Service(proc, data_dir, msg["ports"], full_env["SIPUA_API_KEY"], stderr_path, full_env)
+            return Service(
+                proc, data_dir, msg["ports"], full_env["SIPUA_API_KEY"], stderr_path, full_env
+            )
     proc.kill()
-    proc.wait(5)
-    raise AssertionError(f"sipua serve did not become ready: {line!r}\n{stderr_path.read_text(errors='replace')}")
+    code = proc.wait(5)
+    proc.stdout.close()
+    raise AssertionError(
+        f"sipua serve did not become ready (exit status {code}): {line!r}\n"
+        f"{stderr_path.read_text(errors='replace')}"
+    )
 
 
 _SIPP_COUNTS = re.compile(r"^\s*(Successful call|Failed call)\s*\|\s*\d+\s*\|\s*(\d+)", re.M)
@@ -126,7 +138,9 @@ class SippResult:
     output: str
 
 
-def run_sipp(target: str, *args: str, timeout: float = 120.0, cwd: Path | None = None) -> SippResult:
+def run_sipp(
+    target: str, *args: str, timeout: float = 120.0, cwd: Path | None = None
+) -> SippResult:
     """Run SIPp to completion (bounded by its own -timeout and ours) and read its final counts."""
     sipp = require_tool("sipp")
     cmd = [sipp, target, "-nostdin", "-timeout", str(int(timeout - 5)), "-timeout_error", *args]
@@ -134,5 +148,8 @@ def run_sipp(target: str, *args: str, timeout: float = 120.0, cwd: Path | None =
     out = proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace")
     counts = dict(_SIPP_COUNTS.findall(out))
     return SippResult(
-        proc.returncode, int(counts.get("Successful call", 0)), int(counts.get("Failed call", 0)), out
+        proc.returncode,
+        int(counts.get("Successful call", 0)),
+        int(counts.get("Failed call", 0)),
+        out,
     )

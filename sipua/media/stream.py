@@ -215,6 +215,8 @@ class MediaStream:
         self._timed_out = False
 
         # counters
+        self.packets_received = 0
+        self.bytes_received = 0
         self.malformed_packets = 0
         self.unknown_payload_type = 0
         self.foreign_source_drops = 0
@@ -407,6 +409,8 @@ class MediaStream:
         if not self._rx.update(seq, timestamp, now, end - start, timing=kind != DTMF):
             self.sequence_jumps += 1
             return
+        self.packets_received += 1  # across SSRC changes, unlike the RFC 3550 figures
+        self.bytes_received += end - start
         if kind == AUDIO:
             if not self._receiving:
                 return
@@ -786,8 +790,8 @@ class MediaStream:
             "remote_ssrc": self._remote_ssrc,
             "packets_sent": self._sender.packets,
             "bytes_sent": self._sender.octets,
-            "packets_received": rx.received,
-            "bytes_received": rx.octets,
+            "packets_received": self.packets_received,
+            "bytes_received": self.bytes_received,
             "packets_expected": expected,
             "packets_lost": rx.lost,
             "loss_percent": round(loss, 3),

@@ -94,6 +94,11 @@ class ToneProbe(PlayApp):
         self.dtmf: list = []
         self.holds: list[bool] = []
         self.hangups = 0
+        self.started = 0
+
+    def on_start(self, participant) -> None:
+        self.started += 1
+        super().on_start(participant)
 
     def on_audio(self, participant, frame: AudioFrame) -> None:
         self.received += frame.pcm
@@ -107,3 +112,64 @@ class ToneProbe(PlayApp):
 
     def on_hangup(self, participant) -> None:
         self.hangups += 1
+
+
+async def until(clock, predicate, timeout: float = 5.0) -> None:
+    """Wait (bounded) until ``predicate()`` holds, checking at every media tick."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    key = object()
+
+    def check(tick: int, now: float) -> None:
+        if not done.done() and predicate():
+            done.set_result(None)
+
+    clock.subscribe(key, check)
+    try:
+        await asyncio.wait_for(done, timeout)
+    finally:
+        clock.unsubscribe(key)
+
+
+class RawPeer:
+    """A bare UDP endpoint on loopback that records what it receives."""
+
+    def __init__(self) -> None:
+        import asyncio
+
+        self.queue: asyncio.Queue[tuple[bytes, tuple]] = asyncio.Queue()
+        self.transport = None
+
+    async def open(self, port: int = 0) -> RawPeer:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        peer = self
+
+        class Protocol(asyncio.DatagramProtocol):
+            def datagram_received(self, data, addr):
+                peer.queue.put_nowait((data, addr))
+
+        self.transport, _ = await loop.create_datagram_endpoint(
+            Protocol, local_addr=("127.0.0.1", port)
+        )
+        return self
+
+    @property
+    def port(self) -> int:
+        return self.transport.get_extra_info("sockname")[1]
+
+    def send(self, data: bytes, port: int) -> None:
+        self.transport.sendto(data, ("127.0.0.1", port))
+
+    async def receive(self, timeout: float = 3.0) -> bytes:
+        import asyncio
+
+        data, _ = await asyncio.wait_for(self.queue.get(), timeout)
+        return data
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()

@@ -1417,3 +1417,60 @@ def test_calls_under_heavy_seeded_faults_keep_the_invariants():
     # 30 % loss is survivable by retransmission nearly always; the runs are
     # deterministic, so this is a fixed count, not a flaky rate.
     assert completed >= 70
+
+
+def test_call_with_200_overtaking_180():
+    net = SimNet(lambda p: [0.5] if p.label == "180/INVITE" else [0.01])
+    call = Call(net)
+    call.start()
+    net.run(until=LONGEST)
+    assert call.check(must_complete=True)
+    # The late 180 reached an INVITE transaction already Accepted: absorbed.
+    assert statuses(call.uac.events_of(ResponseReceived)) == [100, 200, 200]
+    assert [s for s in statuses(call.uac.events_of(ResponseReceived)) if s == 180] == []
+
+
+def test_call_with_bye_overtaking_every_ack():
+    net = SimNet(lambda p: [3.0] if p.label == "ACK" else [0.01])
+    call = Call(net)
+    call.start()
+    net.run(until=LONGEST)
+    assert call.check(must_complete=True)
+    order = [
+        type(e).__name__ + ":" + (e.request.method if isinstance(e, RequestReceived) else "")
+        for _, e in call.uas.events
+        if isinstance(e, RequestReceived | AckReceived)
+    ]
+    assert order[:3] == ["RequestReceived:INVITE", "RequestReceived:BYE", "AckReceived:"]
+    # Meanwhile the UAS retransmitted its 2xx (sent at 0.21; then + 0.5, + 1) until the
+    # first ACK (sent at 0.22) arrived at 3.22, before the next one was due at 3.71.
+    assert [round(p.sent_at, 6) for p in call.uas.sent("200/INVITE")] == [0.21, 0.71, 1.71]
+
+
+def test_call_with_every_packet_duplicated():
+    net = SimNet(lambda p: [0.01, 0.02])
+    call = Call(net)
+    call.start()
+    net.run(until=LONGEST)
+    assert call.check(must_complete=True)
+    assert call.uas.layer.counters["retransmissions_received"] >= 2  # INVITE and BYE copies
+    # Each 2xx copy is ACKed; each ACK copy after the first is an ACK of nothing.
+    assert len(call.uas.events_of(AckReceived)) >= 2
+
+
+@pytest.mark.parametrize("branch", [None, "z9hG4bK"])
+def test_rfc2543_cancel_matches_the_invite(branch):
+    net, uas, peer = server()
+    invite, tx = deliver_invite(net, peer, uas, request(branch=branch))
+    uas.layer.respond(tx, make_response(tx.request, 180, to_tag="t"), net.now)
+    peer.send("uas", same_transaction(invite, "CANCEL"))
+    net.run(until=0.1)
+    assert [e.invite for e in uas.events_of(CancelReceived)] == [tx]
+    (ok,) = peer.received("200/CANCEL")
+    assert ok.to.tag == "t"
+    # A CANCEL with other ids (another CSeq) matches nothing.
+    other = request(branch=branch, cseq=5)
+    peer.send("uas", same_transaction(other, "CANCEL"))
+    net.run(until=0.2)
+    assert len(peer.received("481/CANCEL")) == 1
+    assert len(uas.events_of(CancelReceived)) == 1

@@ -195,12 +195,20 @@ class Dialog:
         )
 
     def confirm(self, response: Response) -> None:
-        """A 2xx confirmed an early dialog (RFC 3261 §12.1.2: route set and target are recomputed)."""
+        """A 2xx confirmed an early dialog (RFC 3261 §12.1.2: route set and target are recomputed).
+
+        On the UAS side ``response`` is our own 2xx: its Contact is what the
+        peer now targets, so it becomes the Contact of our target refreshes.
+        """
         if self.is_uac:
             contacts = response.contact
             if contacts:
                 self.remote_target = contacts[0].uri
             self.route_set = list(reversed(response.values("record-route")))
+        else:
+            contact = response.get("contact")
+            if contact is not None:
+                self.local_contact = contact
         self.state = DialogState.CONFIRMED
 
     # -- requests we receive ---------------------------------------------------------

@@ -167,7 +167,6 @@ class UA:
                 self.dialogs.add(dialog)
             elif 200 <= status < 300:
                 dialog.confirm(response)
-                dialog.local_contact = response.get("contact")
 
     # -- events --
 
@@ -655,3 +654,15 @@ def test_local_cseq_starts_below_2_31_and_counts_up():
     ack = uas.create_ack(invite, via="SIP/2.0/UDP b;branch=z9hG4bKz")
     assert (ack.cseq.seq, ack.cseq.method) == (7, "ACK")
     assert uas.local_seq == first + 1
+
+
+def test_uas_early_dialog_confirmed_takes_the_2xx_contact_as_its_own(net, alice, bob):
+    bob.answers = [(180, "<sip:bob-early@192.0.2.2:5062>"), (200, "<sip:bob@192.0.2.2:5064>")]
+    invite, uac, uas = establish(net, alice, bob)
+    # Alice targets the 2xx's Contact; Bob's target refreshes must advertise the same.
+    assert str(uac.remote_target) == "sip:bob@192.0.2.2:5064"
+    assert uas.local_contact == "<sip:bob@192.0.2.2:5064>"
+    reinvite, _ = bob.send_in_dialog(uas, "INVITE", body=SDP_ANSWER, content_type="application/sdp")
+    assert reinvite.get("contact") == "<sip:bob@192.0.2.2:5064>"
+    net.run_for(1.0)
+    assert str(uac.remote_target) == "sip:bob@192.0.2.2:5064"

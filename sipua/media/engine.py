@@ -45,7 +45,13 @@ class MediaEngine:
         pair = self.ports.allocate()
         settings = {**self.stream_defaults, **options}
         stream = MediaStream(
-            pair, clock=self.clock, app=app, on_event=on_event, stream_id=stream_id, **settings
+            pair,
+            clock=self.clock,
+            app=app,
+            on_event=on_event,
+            stream_id=stream_id,
+            on_closed=self._forget,
+            **settings,
         )
         try:
             await stream.open()
@@ -53,14 +59,10 @@ class MediaEngine:
             pair.close()
             raise
         self.streams[stream.stream_id] = stream
-        original_close = stream.close
-
-        async def close_and_forget() -> None:
-            await original_close()
-            self.streams.pop(stream.stream_id, None)
-
-        stream.close = close_and_forget  # type: ignore[method-assign]
         return stream
+
+    def _forget(self, stream: MediaStream) -> None:
+        self.streams.pop(stream.stream_id, None)
 
     async def close(self) -> None:
         for stream in list(self.streams.values()):

@@ -142,11 +142,13 @@ class MediaStream:
         rtp_hold_timeout: float = 0.0,
         rtcp_interval: float = 5.0,
         cname: str | None = None,
+        on_closed: Callable[[MediaStream], None] | None = None,
     ) -> None:
         self.ports = ports
         self.clock = clock
         self.app = app
         self.on_event = on_event
+        self.on_closed = on_closed
         self.stream_id = stream_id or f"media-{next(_stream_ids)}"
         self.symmetric_rtp = symmetric_rtp
         self.latch_probation = latch_probation
@@ -313,6 +315,8 @@ class MediaStream:
                 [asyncio.ensure_future(e.closed) for e in self._endpoints], timeout=1.0
             )
         self.ports.close()
+        if self.on_closed is not None:
+            self.on_closed(self)
 
     # -- negotiation --------------------------------------------------------
 
@@ -529,7 +533,8 @@ class MediaStream:
         if now >= self._rtcp.next_report:
             self._send_rtcp(now)
             self._rtcp.schedule(now)
-            self._emit(StreamStatsUpdated(stats=self.stats(), stream_id=self.stream_id))
+            if self.on_event is not None:
+                self._emit(StreamStatsUpdated(stats=self.stats(), stream_id=self.stream_id))
         if tick % HOUSEKEEPING_TICKS == 0:
             self._housekeeping(now)
 

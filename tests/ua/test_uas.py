@@ -1,0 +1,374 @@
+"""The UAS (``sipua/ua/uas.py``) driven by raw SIP over UDP on 127.0.0.1, in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+from pathlib import Path
+
+from integration.sipclient import (
+    AsyncUdpClient,
+    build_request,
+    build_response,
+    new_branch,
+    new_token,
+    parse,
+    sdp_offer,
+)
+
+from sipua.ua.events import CallConnected, CallDisconnected, CallFailed, DtmfReceived
+
+from .conftest import Harness, MakeUa
+
+RFC4475 = Path(__file__).resolve().parent.parent / "data" / "sip" / "rfc4475"
+
+
+def out_of_dialog(
+    h: Harness,
+    method: str,
+    uri: str | None = None,
+    *,
+    headers: list[tuple[str, str]] | tuple = (),
+    body: bytes = b"",
+    content_type: str | None = None,
+    max_forwards: int | None = 70,
+    call_id: str | None = None,
+    from_tag: str | None = None,
+    cseq: int = 1,
+    branch: str | None = None,
+) -> bytes:
+    local = h.client.local
+    return build_request(
+        method,
+        uri or h.uri("session_s1"),
+        via=f"SIP/2.0/UDP {local[0]}:{local[1]};branch={branch or new_branch()};rport",
+        from_=f"<sip:tester@127.0.0.1>;tag={from_tag or new_token()}",
+        to=f"<{uri or h.uri('session_s1')}>",
+        call_id=call_id or new_token(),
+        cseq=cseq,
+        contact=f"<sip:tester@{local[0]}:{local[1]}>",
+        headers=headers,
+        body=body,
+        content_type=content_type,
+        max_forwards=max_forwards,
+    )
+
+
+def aimed_at(data: bytes, client: AsyncUdpClient) -> bytes:
+    """A torture message with its top Via pointing at our socket (with rport), else unchanged,
+    so its response comes back to the test instead of to the RFC's example hosts."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    for i, line in enumerate(lines):
+        if re.match(rb"(?i)(via|v)\s*:", line):
+            branch = re.search(rb"branch=([^;,\s]+)", line)
+            value = f"SIP/2.0/UDP 127.0.0.1:{client.local[1]};rport"
+            if branch:
+                value += f";branch={branch.group(1).decode()}"
+            lines[i] = b"Via: " + value.encode()
+            break
+    return b"\r\n".join(lines) + sep + body
+
+
+# -- methods and out-of-dialog requests -----------------------------------------------------------
+
+
+async def test_register_and_unknown_methods_get_405_with_allow(ua: Harness) -> None:
+    for method in ("REGISTER", "FOOBAR", "SUBSCRIBE"):
+        r = await ua.client.request(out_of_dialog(ua, method))
+        assert r.status == 405, (method, r.start)
+        assert {"invite", "ack", "bye", "cancel", "options"} <= r.tokens("allow")
+        assert method.lower() not in r.tokens("allow")
+        assert r.to_tag
+
+
+async def test_out_of_dialog_bye_and_info_get_481(ua: Harness) -> None:
+    for method in ("BYE", "INFO"):
+        r = await ua.client.request(out_of_dialog(ua, method))
+        assert r.status == 481, (method, r.start)
+
+
+async def test_unknown_require_gets_420_with_unsupported(ua: Harness) -> None:
+    r = await ua.client.request(
+        out_of_dialog(
+            ua,
+            "INVITE",
+            headers=[("Require", "nobodyKnowsThis, 100rel")],
+            body=sdp_offer(),
+            content_type="application/sdp",
+        )
+    )
+    assert r.status == 420
+    assert "nobodyknowsthis" in r.tokens("unsupported")
+    assert ua.events == []  # no call was started
+
+
+async def test_max_forwards_zero_gets_483(ua: Harness) -> None:
+    r = await ua.client.request(
+        out_of_dialog(
+            ua, "INVITE", max_forwards=0, body=sdp_offer(), content_type="application/sdp"
+        )
+    )
+    assert r.status == 483
+    assert ua.events == []
+
+
+async def test_merged_request_gets_482(ua: Harness) -> None:
+    # RFC 3261 §8.2.2.2: same From tag, Call-ID and CSeq, another branch, no To tag.
+    tag, call_id = new_token(), new_token()
+    first = await ua.client.request(
+        out_of_dialog(ua, "OPTIONS", call_id=call_id, from_tag=tag, cseq=7)
+    )
+    assert first.status == 200
+    second = await ua.client.request(
+        out_of_dialog(ua, "OPTIONS", call_id=call_id, from_tag=tag, cseq=7)
+    )
+    assert second.status == 482
+    assert second.via_param("branch") != first.via_param("branch")
+
+
+async def test_unknown_uri_scheme_gets_416(ua: Harness) -> None:
+    r = await ua.client.request(out_of_dialog(ua, "OPTIONS", "nobodyKnowsThisScheme:opaque"))
+    assert r.status == 416
+    torture = (RFC4475 / "unkscm.dat").read_bytes()
+    r = await ua.client.request(aimed_at(torture, ua.client))
+    assert r.status == 416
+
+
+async def test_malformed_requests_get_400_with_warning(ua: Harness) -> None:
+    # badinv01: the Via itself is broken, so the answer goes back to where the request came from.
+    for name, aim in (("badinv01", False), ("mismatch01", True)):
+        data = (RFC4475 / f"{name}.dat").read_bytes()
+        if aim:
+            data = aimed_at(data, ua.client)
+        await ua.client.send(data)
+        r = await ua.client.recv_until(lambda m, name=name: m.status >= 200 and name in m.call_id)
+        assert r.status == 400, (name, r.start)
+        warning = r.get("warning")
+        assert warning is not None and warning.startswith("399 "), (name, warning)
+    assert ua.events == []
+
+
+async def test_accept_without_sdp_gets_406(ua: Harness) -> None:
+    ua.sessions.add("user")  # sdp01 calls sip:user@example.com
+    data = aimed_at((RFC4475 / "sdp01.dat").read_bytes(), ua.client)
+    await ua.client.send(data)
+    r = await ua.client.recv_until(lambda m: m.status >= 200 and m.call_id.startswith("sdp01"))
+    assert r.status == 406
+    assert ua.ua.uas.active_calls("user") == 0
+
+
+async def test_non_sdp_body_gets_415(ua: Harness) -> None:
+    r = await ua.client.request(
+        out_of_dialog(ua, "INVITE", body=b"hello", content_type="text/plain")
+    )
+    assert r.status == 415
+    assert "application/sdp" in r.tokens("accept")
+
+
+async def test_no_common_codec_gets_488_with_warning(ua: Harness) -> None:
+    offer = sdp_offer(codecs="18").replace(
+        b"a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n",
+        b"a=rtpmap:18 G729/8000\r\n",
+    )
+    assert b"G729" in offer and b"PCMU" not in offer
+    r = await ua.client.request(
+        out_of_dialog(ua, "INVITE", body=offer, content_type="application/sdp")
+    )
+    assert r.status == 488
+    assert r.get("warning") is not None and r["warning"].startswith("3")  # 3xx warn-code: SDP
+    assert ua.ua.uas.active_calls("s1") == 0
+    assert ua.events == []  # refused before any call began
+
+
+async def test_unknown_and_ended_sessions_get_404(ua: Harness) -> None:
+    r = await ua.client.request(
+        out_of_dialog(
+            ua, "INVITE", ua.uri("session_nope"), body=sdp_offer(), content_type="application/sdp"
+        )
+    )
+    assert r.status == 404
+    assert r.to_tag
+    ua.sessions.add("gone", status="ended")
+    r = await ua.client.request(
+        out_of_dialog(
+            ua, "INVITE", ua.uri("session_gone"), body=sdp_offer(), content_type="application/sdp"
+        )
+    )
+    assert r.status == 404
+
+
+async def test_full_session_gets_480(make_ua: MakeUa) -> None:
+    h = await make_ua(max_calls_per_session=1)
+    call, _ = await h.connect()
+    r = await h.client.request(
+        out_of_dialog(h, "INVITE", body=sdp_offer(), content_type="application/sdp")
+    )
+    assert r.status == 480
+    assert r.get("retry-after") is not None
+    # When the first caller leaves there is room again.
+    assert (await h.client.request(call.bye())).status == 200
+    await h.wait_event(CallDisconnected)
+    second, ok = await h.connect()
+    assert ok.status == 200
+
+
+# -- in-dialog requests -----------------------------------------------------------------------
+
+
+def sdp_direction(body: bytes) -> str:
+    for line in body.decode().splitlines():
+        if line in ("a=sendrecv", "a=sendonly", "a=recvonly", "a=inactive"):
+            return line[2:]
+    return "sendrecv"
+
+
+async def test_reinvite_hold_is_answered_with_recvonly(ua: Harness) -> None:
+    call, ok = await ua.connect()
+    assert sdp_direction(ok.body) == "sendrecv"
+    first_version = int(ok.body.decode().split("o=")[1].split()[2])
+    hold = await ua.client.request(
+        call.in_dialog(
+            "INVITE", body=sdp_offer(direction="sendonly"), content_type="application/sdp"
+        )
+    )
+    assert hold.status == 200
+    assert hold.get("content-type") == "application/sdp"
+    assert sdp_direction(hold.body) == "recvonly"
+    # RFC 3264 §8: a changed session description has a higher o= version.
+    assert int(hold.body.decode().split("o=")[1].split()[2]) > first_version
+    await ua.client.send(call.ack(hold))
+    resume = await ua.client.request(
+        call.in_dialog("INVITE", body=sdp_offer(), content_type="application/sdp")
+    )
+    assert resume.status == 200 and sdp_direction(resume.body) == "sendrecv"
+    await ua.client.send(call.ack(resume))
+    assert (await ua.client.request(call.bye())).status == 200
+
+
+async def test_in_dialog_options(ua: Harness) -> None:
+    call, _ = await ua.connect()
+    r = await ua.client.request(call.in_dialog("OPTIONS"))
+    assert r.status == 200
+    assert "invite" in r.tokens("allow")
+    assert r.to_tag == call.to_tag
+
+
+async def test_info_dtmf_relay_is_published(ua: Harness) -> None:
+    call, _ = await ua.connect()
+    r = await ua.client.request(
+        call.in_dialog(
+            "INFO", body=b"Signal=5\r\nDuration=160\r\n", content_type="application/dtmf-relay"
+        )
+    )
+    assert r.status == 200
+    event = await ua.wait_event(DtmfReceived)
+    assert (event.digit, event.duration_ms, event.source) == ("5", 160, "sip-info")
+    assert event.call_id == call.call_id and event.session_id == "s1"
+    r = await ua.client.request(call.in_dialog("INFO", body=b"hi", content_type="text/plain"))
+    assert r.status == 415
+
+
+async def test_lower_cseq_in_dialog_gets_500(ua: Harness) -> None:
+    call, _ = await ua.connect()
+    assert (await ua.client.request(call.in_dialog("OPTIONS", cseq=10))).status == 200
+    r = await ua.client.request(call.in_dialog("OPTIONS", cseq=5))
+    assert r.status == 500  # RFC 3261 §12.2.2
+
+
+async def test_bye_ends_the_call(ua: Harness) -> None:
+    call, _ = await ua.connect()
+    assert ua.ua.uas.active_calls("s1") == 1
+    assert (await ua.client.request(call.bye())).status == 200
+    event = await ua.wait_event(CallDisconnected)
+    assert event.reason == "remote-bye"
+    assert ua.ua.uas.active_calls("s1") == 0
+    # The dialog is gone: another BYE in it is 481.
+    assert (await ua.client.request(call.bye())).status == 481
+
+
+async def test_late_offer_answered_in_ack(ua: Harness) -> None:
+    call = ua.client.new_call(ua.uri("session_s1"))
+    ok = await ua.client.request(call.invite(b""))
+    assert ok.status == 200 and b"m=audio" in ok.body  # our offer
+    port = int(ok.body.decode().split("m=audio ")[1].split()[0])
+    answer = sdp_offer(port=41000, codecs="0")
+    answer = answer.replace(b"a=rtpmap:8 PCMA/8000\r\n", b"")
+    await ua.client.send(call.ack(ok, body=answer))
+    event = await ua.wait_event(CallConnected)
+    assert event.codec is not None and event.codec.upper() == "PCMU"
+    assert port > 0
+
+
+# -- transport details ------------------------------------------------------------------------------
+
+
+async def test_response_goes_to_the_source_port_with_rport(ua: Harness) -> None:
+    # RFC 3581 §4: with rport the response goes to the packet's source, whatever the Via says.
+    elsewhere = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    elsewhere.bind(("127.0.0.1", 0))
+    elsewhere.setblocking(False)
+    other_port = elsewhere.getsockname()[1]
+    try:
+        for rport in (True, False):
+            via = f"SIP/2.0/UDP 127.0.0.1:{other_port};branch={new_branch()}" + (
+                ";rport" if rport else ""
+            )
+            request = build_request(
+                "OPTIONS",
+                ua.uri("ping"),
+                via=via,
+                from_=f"<sip:tester@127.0.0.1>;tag={new_token()}",
+                to=f"<{ua.uri('ping')}>",
+                call_id=new_token(),
+                cseq=1,
+            )
+            await ua.client.send(request)
+            if rport:
+                r = await ua.client.recv()
+                assert r.status == 200
+                assert r.via_param("rport") == str(ua.client.local[1])
+                assert r.via_param("received") == "127.0.0.1"
+            else:
+                # RFC 3261 §18.2.2: without rport, to the port in the Via's sent-by.
+                loop = asyncio.get_running_loop()
+                data = await asyncio.wait_for(loop.sock_recv(elsewhere, 65535), 3.0)
+                r = parse(data)
+                assert r.status == 200
+                assert r.via_param("rport") is None
+    finally:
+        elsewhere.close()
+
+
+async def test_missing_ack_ends_with_bye(make_ua: MakeUa) -> None:
+    h = await make_ua(t1=0.02, t2=0.16)
+    call = h.client.new_call(h.uri("session_s1"))
+    await h.client.send(call.invite())
+    oks = 0
+    while True:
+        msg = await h.client.recv(timeout=3.0)
+        if msg.is_request:
+            break
+        if msg.status == 200:
+            oks += 1
+    assert msg.method == "BYE"
+    assert oks >= 5  # 0.02, 0.04, 0.08, 0.16, 0.16 … within 64*T1 = 1.28 s
+    await h.client.send(build_response(msg, 200))
+    event = await h.wait_event(CallDisconnected)
+    assert event.reason == "ack-timeout"
+
+
+async def test_cancel_while_ringing(make_ua: MakeUa) -> None:
+    h = await make_ua(answer_delay=30.0)
+    call = h.client.new_call(h.uri("session_s1"))
+    await h.client.send(call.invite())
+    ringing = await h.client.recv_until(lambda m: m.status == 180)
+    cancel_ok = await h.client.request(call.cancel())
+    assert cancel_ok.status == 200 and cancel_ok.to_tag == ringing.to_tag
+    final = await h.client.final(call.call_id)
+    assert final.status == 487
+    await h.client.send(call.ack(final))
+    event = await h.wait_event(CallFailed)
+    assert (event.status, event.reason) == (487, "cancelled")
+    assert h.ua.uas.active_calls("s1") == 0

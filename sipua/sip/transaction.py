@@ -83,6 +83,7 @@ class Transaction:
         "ack_key",
         "merge_key",
         "user_data",
+        "layer_owned",
     )
 
     def __init__(
@@ -105,6 +106,9 @@ class Transaction:
         self.ack_key: tuple | None = None
         self.merge_key: tuple | None = None
         self.user_data: Any = None  # free for the transaction user
+        # Answered by the layer itself (a merged request's 482, a CANCEL's 200/481):
+        # the user never heard of it, so no event names it.
+        self.layer_owned = False
 
     @property
     def method(self) -> str:
@@ -464,6 +468,7 @@ class TransactionLayer:
             other = self._merge.get(merge_key)
             if other is not None and other.state is not State.TERMINATED:
                 self.counters["merged_requests"] += 1
+                tx.layer_owned = True
                 self.respond(tx, make_response(request, 482), now)
                 return
             tx.merge_key = merge_key
@@ -474,6 +479,7 @@ class TransactionLayer:
 
     def _receive_cancel(self, request: Request, key: tuple, now: float, reliable: bool) -> None:
         tx = self._new(Kind.NON_INVITE_SERVER, key, request, request.context, reliable)
+        tx.layer_owned = True
         invite_key = key[:-1] + ("INVITE",)
         invite = self.server.get(invite_key)
         if invite is None:
@@ -680,10 +686,12 @@ class TransactionLayer:
 
     def _a_report_timeout(self, tx: Transaction, arg: Any, now: float) -> None:
         self.counters["timeouts"] += 1
-        self._events.append(TransactionTimedOut(tx, arg or "?"))
+        if not tx.layer_owned:
+            self._events.append(TransactionTimedOut(tx, arg or "?"))
 
     def _a_report_failure(self, tx: Transaction, arg: Any, now: float) -> None:
-        self._events.append(TransactionFailed(tx, str(arg)))
+        if not tx.layer_owned:
+            self._events.append(TransactionFailed(tx, str(arg)))
 
     def _a_report_ack_timeout(self, tx: Transaction, arg: Any, now: float) -> None:
         if tx.ack_key is not None and self._awaiting_ack.get(tx.ack_key) is tx:

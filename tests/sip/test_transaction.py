@@ -980,6 +980,26 @@ def test_merged_request_gets_482(method):
     assert len(uas.events_of(RequestReceived)) == 2
 
 
+def test_merged_request_without_ack_does_not_bother_the_user():
+    net, uas, peer = server()
+    first = request(via_host="proxy1.example.com")
+    second = request(via_host="proxy2.example.com")
+    peer.send("uas", first)
+    peer.send("uas", second)
+    net.run(until=0.0)
+    (received,) = uas.events_of(RequestReceived)
+    uas.layer.respond(received.transaction, make_response(first, 486, to_tag="a"), net.now)
+    peer.send("uas", same_transaction(first, "ACK", to=f"{first.get('to')};tag=a"))
+    net.run(until=100)  # the 482 is never ACKed: its Timer H fires
+    # The user never saw that transaction (it shares the Call-ID and tags of the
+    # user's own): no event may name it.
+    assert uas.events_of(TransactionTimedOut) == []
+    assert [type(e).__name__ for _, e in uas.events] == ["RequestReceived"]
+    assert uas.layer.counters["timeouts"] == 1  # counted all the same
+    assert len(peer.received("482/INVITE")) == 11  # Timer G ran its course
+    assert_empty(uas)
+
+
 def test_request_with_to_tag_is_not_checked_for_merging():
     net, uas, peer = server()
     peer.send("uas", request("INFO", to_tag="d", via_host="a.example.com"))
@@ -1474,3 +1494,138 @@ def test_rfc2543_cancel_matches_the_invite(branch):
     net.run(until=0.2)
     assert len(peer.received("481/CANCEL")) == 1
     assert len(uas.events_of(CancelReceived)) == 1
+
+
+# -- any order of inputs ---------------------------------------------------------------------------
+
+_BRANCHES = ["z9hG4bKaa", "z9hG4bKbb", None, "z9hG4bK"]
+_METHODS = ["INVITE", "OPTIONS", "BYE", "CANCEL", "ACK"]
+
+_inputs = st.one_of(
+    st.tuples(
+        st.just("request"),
+        st.sampled_from(_METHODS),
+        st.sampled_from(_BRANCHES),
+        st.sampled_from([1, 2]),
+        st.sampled_from([None, "t1", "t2"]),
+        st.sampled_from(["hostA:5060", "hostB"]),
+    ),
+    st.tuples(
+        st.just("response"),
+        st.sampled_from([100, 180, 200, 302, 486]),
+        st.integers(0, 5),
+        st.sampled_from([None, "t1", "t2"]),
+    ),
+    st.tuples(st.just("respond"), st.integers(0, 5), st.sampled_from([100, 180, 200, 404, 487])),
+    st.tuples(st.just("send"), st.sampled_from(["INVITE", "OPTIONS", "BYE"])),
+    st.tuples(st.just("transport_error"), st.integers(0, 5)),
+    st.tuples(st.just("terminate"), st.integers(0, 5)),
+    st.tuples(st.just("time"), st.sampled_from([0.0, 0.1, 0.5, 1.0, 4.0, 31.9, 32.0, 40.0])),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(inputs=st.lists(_inputs, max_size=40), reliable=st.booleans())
+def test_any_sequence_of_inputs_keeps_the_layer_consistent(inputs, reliable):
+    from sipua.sip.message import parse_message
+
+    layer = TransactionLayer(max_transactions=4)
+    now = 0.0
+    server_txs: list = []
+    client_txs: list = []
+    sent_requests: list[Request] = []
+    received_requests = Counter()
+
+    def drain() -> None:
+        for out in layer.messages_to_send():
+            parsed = parse_message(out.data)
+            assert type(parsed) is type(out.message)
+            assert out.context in ("peer", "uas")
+        for event in layer.events():
+            if isinstance(event, RequestReceived):
+                assert event.transaction.state in (State.TRYING, State.PROCEEDING)
+                assert event.transaction.request is event.request
+                server_txs.append(event.transaction)
+                received_requests[event.transaction.key] += 1
+            elif isinstance(event, CancelReceived):
+                assert event.invite.kind is Kind.INVITE_SERVER
+                assert event.invite.state is State.PROCEEDING
+            elif isinstance(event, AckReceived) and event.transaction is not None:
+                assert event.transaction.kind is Kind.INVITE_SERVER
+                assert event.transaction.state is State.ACCEPTED
+            elif isinstance(event, AckTimedOut):
+                assert event.transaction.state is State.TERMINATED
+            elif isinstance(event, ResponseReceived):
+                assert event.transaction in client_txs
+                assert event.transaction.state is not State.TERMINATED
+            elif isinstance(event, TransactionFailed | TransactionTimedOut):
+                assert event.transaction in (*server_txs, *client_txs)
+                assert event.transaction.state is State.TERMINATED
+
+    for item in inputs:
+        kind = item[0]
+        if kind == "request":
+            _, method, branch, cseq, to_tag, host = item
+            req = request(
+                method,
+                branch=branch,
+                cseq=cseq,
+                to_tag=to_tag,
+                via_host=host,
+            )
+            req.context = "peer"
+            layer.receive(req, now, reliable=reliable)
+        elif kind == "response":
+            _, status, index, to_tag = item
+            if sent_requests:
+                req = sent_requests[index % len(sent_requests)]
+                response = make_response(req, status, to_tag=to_tag)
+                response.context = "uas"
+                layer.receive(response, now)
+        elif kind == "respond":
+            _, index, status = item
+            if server_txs:
+                tx = server_txs[index % len(server_txs)]
+                try:
+                    layer.respond(tx, make_response(tx.request, status, to_tag="mine"), now)
+                except ValueError:
+                    pass  # a response the state does not allow: refused, nothing sent
+        elif kind == "send":
+            req = request(item[1])
+            client_txs.append(layer.send_request(req, now, context="uas", reliable=reliable))
+            sent_requests.append(req)
+        elif kind in ("transport_error", "terminate"):
+            txs = server_txs + client_txs
+            if txs:
+                tx = txs[item[1] % len(txs)]
+                if kind == "terminate":
+                    layer.terminate(tx)
+                else:
+                    layer.transport_error(tx, now)
+        else:
+            now += item[1]
+            layer.handle_timer(now)
+        drain()
+        timer = layer.next_timer()
+        assert timer is None or timer >= now  # every due timer has fired
+    # One RequestReceived per transaction key at a time.
+    assert all(n >= 1 for n in received_requests.values())
+    # The user's duties: answer every request still waiting (RFC 3261 §17.2.1, §17.2.2),
+    # and give up on a client INVITE still ringing (as after its CANCEL, §9.1).
+    for tx in server_txs:
+        if tx.state in (State.TRYING, State.PROCEEDING):
+            layer.respond(tx, make_response(tx.request, 500, to_tag="mine"), now)
+    for tx in client_txs:
+        if tx.kind is Kind.INVITE_CLIENT and tx.state is State.PROCEEDING:
+            layer.terminate(tx)
+    drain()
+    # Then time alone ends every transaction.
+    for _ in range(200):
+        timer = layer.next_timer()
+        if timer is None:
+            break
+        now = max(now, timer)
+        layer.handle_timer(now)
+        drain()
+    assert len(layer) == 0 and layer.next_timer() is None
+    assert layer._awaiting_ack == {} and layer._merge == {}

@@ -57,7 +57,15 @@ def stamp_via(request: Request, source: tuple[str, int]) -> Via:
 def response_peer(request: Request, peer: Peer) -> Peer:
     """Where the responses to ``request`` go (RFC 3261 §18.2.2, RFC 3581 §4)."""
     if peer.reliable:
-        return peer  # on the same connection; reopened to the Via if it has closed
+        # On the same connection; should it have closed, a new one goes to the Via's
+        # received address and sent-by port (§18.2.2), never to the old source port.
+        return Peer(
+            peer.transport,
+            reconnect_addr(request, peer),
+            peer.connection,
+            source=peer.source,
+            local=peer.local,
+        )
     via = request.top_via
     maddr = via.maddr
     if maddr:
@@ -72,10 +80,12 @@ def response_peer(request: Request, peer: Peer) -> Peer:
 
 
 def reconnect_addr(request: Request, peer: Peer) -> tuple[str, int]:
-    """Where to open a new connection for a response when the request's has closed (§18.2.2)."""
+    """Where to open a new connection for a response when the request's has closed (§18.2.2).
+
+    The received address (or the source) and the sent-by port: ``rport`` names the source
+    port of the closed connection, which listens for nothing (RFC 3581 §4 applies it to
+    unreliable transports only).
+    """
     via = request.top_via
     host = via.received or peer.source[0]
-    rport = via.params.get("rport")
-    if rport and rport.isdigit():
-        return host, int(rport)
     return host, via.port or DEFAULT_PORTS.get(peer.transport, 5060)

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sipua import __version__
 from sipua.service.apikey import ensure_api_key, keys_equal
 from sipua.service.config import Settings
+from sipua.service.events_api import events_router, metrics_router
 from sipua.service.models import (
     SessionCreate,
     SessionPage,
@@ -162,7 +163,9 @@ def create_app(
         ),
         openapi_tags=[
             {"name": "sessions", "description": "Create, inspect, list and end sessions."},
-            {"name": "health", "description": "Liveness probe (no authentication)."},
+            {"name": "events", "description": "Session events and their webhook deliveries."},
+            {"name": "streams", "description": "TwiML/TeXML connecting calls to a session."},
+            {"name": "health", "description": "Liveness probe and metrics."},
         ],
     )
     app.state.settings = settings
@@ -223,7 +226,12 @@ def create_app(
         except SessionRequestError as exc:
             raise RequestValidationError(exc.errors(), body=None) from None
         response.headers["Location"] = f"/v1/sessions/{session.id}"
-        return sessions.describe(session, 0)
+        created = sessions.describe(session, 0)
+        if session.webhook_secret is not None:
+            # Shown once: later reads of the session leave it null.
+            secret = session.webhook_secret.get_secret_value()
+            created = created.model_copy(update={"webhook_secret": secret})
+        return created
 
     @router.get(
         "/sessions/{session_id}",
@@ -281,6 +289,8 @@ def create_app(
         return sessions.describe(session, calls_of(session_id))
 
     app.include_router(router)
+    app.include_router(events_router())
+    app.include_router(metrics_router())
 
     @app.get("/healthz", response_model=Health, tags=["health"], summary="Liveness probe")
     async def healthz() -> Health:

@@ -60,8 +60,10 @@ __all__ = [
     "ConfigError",
     "HttpSettings",
     "MediaSettings",
+    "MetricsSettings",
     "Settings",
     "SipSettings",
+    "WebhookSettings",
     "default_data_dir",
     "load_settings",
     "primary_address",
@@ -236,6 +238,53 @@ class MediaSettings(_Section):
         return self
 
 
+class WebhookSettings(_Section):
+    """Webhook delivery of session events (see docs/WEBHOOKS.md)."""
+
+    default_url: AnyHttpUrl | None = Field(
+        None,
+        description="Organization-level webhook URL for sessions created without webhook_url.",
+    )
+    secret: str | None = Field(
+        None,
+        repr=False,
+        min_length=16,
+        description="Signs deliveries to default_url; without it they are signed with each "
+        "session's own webhook_secret.",
+    )
+    timeout: float = Field(5.0, gt=0, le=120, description="Seconds per delivery attempt.")
+    max_attempts: int = Field(8, ge=1, le=100, description="Attempts per event, first included.")
+    initial_backoff: float = Field(0.5, gt=0, le=3600, description="Seconds before the 2nd try.")
+    max_backoff: float = Field(60.0, gt=0, le=86400, description="Cap on the wait between tries.")
+    max_concurrency: int = Field(
+        64, ge=1, le=10000, description="Deliveries in flight at once, all sessions together."
+    )
+    max_queue_per_session: int = Field(
+        1000, ge=1, description="Undelivered events a session may hold; more are marked failed."
+    )
+    max_pending: int = Field(
+        100_000, ge=1, description="Undelivered events held in memory for all sessions together."
+    )
+
+    @model_validator(mode="after")
+    def _check_backoff(self) -> WebhookSettings:
+        if self.max_backoff < self.initial_backoff:
+            raise ValueError("max_backoff must not be smaller than initial_backoff")
+        return self
+
+
+class MetricsSettings(_Section):
+    """The Prometheus endpoint, ``GET /metrics``."""
+
+    enabled: bool = True
+    token: str | None = Field(
+        None,
+        repr=False,
+        min_length=16,
+        description="When set, /metrics needs 'Authorization: Bearer <token>'; open otherwise.",
+    )
+
+
 # The TOML layer of the settings being built by load_settings(); a context variable keeps
 # concurrent loads (threads, tasks) apart without changing how Settings() itself behaves.
 _toml_layer: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
@@ -285,6 +334,8 @@ class Settings(BaseSettings):
     sip: SipSettings = Field(default_factory=SipSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     media: MediaSettings = Field(default_factory=MediaSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -383,7 +434,7 @@ def primary_address(*, ipv6: bool = False) -> str:
     return families[-1][2]
 
 
-_SECTIONS = frozenset({"sip", "http", "media"})
+_SECTIONS = frozenset({"sip", "http", "media", "webhooks", "metrics"})
 _PATH_KEYS = (("data_dir",), ("sip", "tls_cert"), ("sip", "tls_key"))
 
 
@@ -447,7 +498,7 @@ def _describe(exc: ValidationError) -> str:
         # the section) has no single variable.
         env = f" [SIPUA_{'__'.join(path).upper()}]" if path and path[-1] not in _SECTIONS else ""
         given = error.get("input")
-        secret = "api_key" in path
+        secret = "api_key" in path or path[-1:] in (["secret"], ["token"])
         shown = "" if secret or isinstance(given, dict) else f" (got {given!r})"
         lines.append(f"  {loc}{env}: {msg}{shown}")
     return "invalid configuration:\n" + "\n".join(lines)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
@@ -52,6 +53,7 @@ __all__ = [
     "StreamInfo",
     "TelnyxProvider",
     "TwilioProvider",
+    "new_webhook_secret",
     "normalize_codec_list",
     "normalize_language",
 ]
@@ -84,6 +86,14 @@ METADATA_KEY_MAX = 256
 URL_MAX = 2048
 _MASK = "**********"
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+WEBHOOK_SECRET_PREFIX = "whsec_"
+
+
+def new_webhook_secret() -> str:
+    """A per-session webhook signing secret: ``whsec_`` + 256 random bits, URL-safe."""
+    return WEBHOOK_SECRET_PREFIX + secrets.token_urlsafe(32)
 
 
 def normalize_codec_list(names: Iterable[str]) -> list[str]:
@@ -499,6 +509,11 @@ class Session(_Model):
     metadata: dict[str, JsonValue] = Field(default_factory=dict)
     webhook_url: str | None = None
     stream_token: str = Field(repr=False)
+    webhook_secret: SecretStr | None = Field(
+        default_factory=lambda: SecretStr(new_webhook_secret()),
+        repr=False,
+        description="Signs this session's webhook deliveries; shown once, at creation.",
+    )
     created_at: datetime
     ended_at: datetime | None = None
 
@@ -506,6 +521,15 @@ class Session(_Model):
     def accepting_calls(self) -> bool:
         """True while new calls may join: the session is active and has not ended."""
         return self.status is SessionStatus.ACTIVE and self.ended_at is None
+
+    @field_serializer("webhook_secret")
+    def _mask_webhook_secret(self, value: SecretStr | None, info: SerializationInfo) -> str | None:
+        # The store dumps with context={"reveal_secrets": True}; everything else sees a mask.
+        if value is None:
+            return None
+        if isinstance(info.context, dict) and info.context.get("reveal_secrets"):
+            return value.get_secret_value()
+        return _MASK
 
     @property
     def sip_user(self) -> str:
@@ -544,6 +568,11 @@ class SessionResponse(BaseModel):
     media: MediaOptions
     metadata: dict[str, JsonValue]
     webhook_url: str | None
+    webhook_secret: str | None = Field(
+        None,
+        description="Secret that signs this session's webhooks (Sipua-Signature header). "
+        "Returned once, in the response that creates the session; null everywhere else.",
+    )
     sip: SipAddresses
     stream: StreamInfo
     created_at: datetime

@@ -25,10 +25,14 @@ from sipua.ua.events import EventBus
 from .api import create_app
 from .apikey import ensure_api_key
 from .config import Settings
+from .events import EventPublisher
+from .events_store import EventStore, open_event_store
 from .logs import configure_logging
 from .media_backend import build_media_backend
+from .metrics import Metrics
 from .sessions import PublicEndpoints, SessionService
 from .store import open_repository
+from .webhooks import WebhookDispatcher, session_target_resolver
 
 log = logging.getLogger("sipua.server")
 
@@ -46,6 +50,10 @@ class RunningService:
     api_key: str
     api_key_generated: bool
     ports: dict[str, Any]
+    events: EventPublisher | None = None
+    webhooks: WebhookDispatcher | None = None
+    event_store: EventStore | None = None
+    metrics: Metrics | None = None
 
     async def stop(self) -> None:
         self.http.should_exit = True
@@ -54,6 +62,11 @@ class RunningService:
         if not self.http_task.done():
             self.http_task.cancel()
         await self.ua.stop()
+        if self.webhooks is not None:
+            # After the UA: the hang-ups of shutdown are logged (and delivered if quick).
+            await self.webhooks.stop(timeout=2.0)
+        if self.event_store is not None:
+            self.event_store.close()
         self.sessions.close()
 
 
@@ -144,9 +157,26 @@ async def start_service(settings: Settings) -> RunningService:
         await ua.uas.end_calls(session.id)
 
     sessions.on_ended.append(end_calls)
+    # Events: UA bus -> product events -> event log + signed webhooks, and metrics.
+    event_store = open_event_store(settings.data_dir)
+    metrics = Metrics()
+    webhooks = WebhookDispatcher.from_settings(
+        event_store,
+        session_target_resolver(sessions, settings.webhooks),
+        settings.webhooks,
+        metrics=metrics,
+    )
+    events = EventPublisher([webhooks.submit, metrics.observe_event])
+    events.attach(bus)
+    sessions.on_ended.append(events.on_session_ended)  # after end_calls: its hang-ups first
+    metrics.bind(ua=ua, sessions=sessions, webhooks=webhooks)
+    await webhooks.start()
     app = create_app(settings, sessions, calls=ua.uas, api_key=api_key)
     app.state.ua = ua
     app.state.bus = bus
+    app.state.events = events  # publish_provider_event() for the stream endpoints
+    app.state.event_store = event_store
+    app.state.metrics = metrics  # stream_connected()/stream_disconnected()
     config = uvicorn.Config(
         app,
         log_config=None,
@@ -158,7 +188,21 @@ async def start_service(settings: Settings) -> RunningService:
     http = uvicorn.Server(config)
     http.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # we own the signals
     http_task = asyncio.get_running_loop().create_task(http.serve(sockets=[http_sock]))
-    return RunningService(settings, ua, sessions, bus, http, http_task, api_key, generated, ports)
+    return RunningService(
+        settings,
+        ua,
+        sessions,
+        bus,
+        http,
+        http_task,
+        api_key,
+        generated,
+        ports,
+        events=events,
+        webhooks=webhooks,
+        event_store=event_store,
+        metrics=metrics,
+    )
 
 
 async def serve(settings: Settings) -> None:

@@ -85,6 +85,7 @@ _COLUMNS = (
     "stream_token",
     "created_at",
     "ended_at",
+    "webhook_secret",
 )
 _JSON_COLUMNS = frozenset({"provider", "media", "metadata"})
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM sessions"
@@ -139,6 +140,40 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID
         """,
         "CREATE INDEX sessions_status_id ON sessions (status, id)",
+    ),
+    # 2: webhook signing secrets and the event log (sipua.service.events_store).
+    (
+        "ALTER TABLE sessions ADD COLUMN webhook_secret TEXT",
+        """
+        CREATE TABLE events (
+            id              TEXT PRIMARY KEY,   -- evt_<ULID>: sorts in creation order
+            session_id      TEXT NOT NULL,
+            type            TEXT NOT NULL,
+            created_at      TEXT NOT NULL,      -- ISO 8601, UTC
+            body            TEXT NOT NULL,      -- the JSON delivered, byte for byte
+            delivery_status TEXT NOT NULL
+                CHECK (delivery_status IN ('pending', 'delivered', 'failed', 'skipped')),
+            attempts        INTEGER NOT NULL DEFAULT 0,
+            last_error      TEXT,
+            delivered_at    TEXT
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX events_session_id ON events (session_id, id)",
+        "CREATE INDEX events_pending ON events (delivery_status, id) "
+        "WHERE delivery_status = 'pending'",
+        """
+        CREATE TABLE webhook_attempts (
+            event_id    TEXT NOT NULL,
+            attempt     INTEGER NOT NULL,
+            url         TEXT NOT NULL,
+            started_at  TEXT NOT NULL,
+            duration_ms REAL NOT NULL,
+            status_code INTEGER,
+            error       TEXT,
+            outcome     TEXT NOT NULL CHECK (outcome IN ('delivered', 'retry', 'failed')),
+            PRIMARY KEY (event_id, attempt)
+        ) WITHOUT ROWID
+        """,
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)

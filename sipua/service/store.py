@@ -175,6 +175,25 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID
         """,
     ),
+    # 3: SIP digest credentials, HA1 per algorithm, never a password
+    # (sipua.service.credentials_store).
+    (
+        """
+        CREATE TABLE sip_credentials (
+            id              TEXT PRIMARY KEY,   -- cred_<ULID>
+            username        TEXT NOT NULL,
+            realm           TEXT NOT NULL,
+            ha1_md5         TEXT,               -- H(username:realm:password), hex
+            ha1_sha256      TEXT,
+            ha1_sha512_256  TEXT,
+            allowed_ips     TEXT NOT NULL,      -- JSON list of CIDR networks; [] = any
+            session_id      TEXT,               -- scope: only this session
+            organization    TEXT,               -- scope: sessions with this metadata.organization
+            created_at      TEXT NOT NULL,      -- ISO 8601, UTC
+            UNIQUE (username, realm)
+        ) WITHOUT ROWID
+        """,
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 

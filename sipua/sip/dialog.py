@@ -14,6 +14,7 @@ import secrets
 from enum import Enum
 
 from .checks import Rejection
+from .errors import ParseError
 from .grammar import QUOTED_RE, WS
 from .headers import parse_name_addr
 from .message import Request, Response
@@ -35,7 +36,10 @@ def _strip_tag(value: str) -> str:
     LWS may surround the ``;`` and ``=`` of a parameter (RFC 3261 §25.1 SEMI,
     EQUAL), so ``<sip:a@b> ; tag = 7`` carries a tag as well.
     """
-    addr = parse_name_addr(value)
+    try:
+        addr = parse_name_addr(value)
+    except ParseError:
+        return value  # not a name-addr: nothing we could strip a tag from
     if "tag" not in addr.params:
         return value
     if addr.bracketed:

@@ -174,7 +174,8 @@ class StrayResponseReceived:
 
 @dataclass(frozen=True, slots=True)
 class TransactionTimedOut:
-    """Timer B or F (client), or Timer H (server, no ACK for a non-2xx final response)."""
+    """Timer B (client INVITE with no response at all), F (client non-INVITE), or
+    H (server, no ACK for a non-2xx final response)."""
 
     transaction: Transaction
     timer: str

@@ -666,3 +666,10 @@ def test_uas_early_dialog_confirmed_takes_the_2xx_contact_as_its_own(net, alice,
     assert reinvite.get("contact") == "<sip:bob@192.0.2.2:5064>"
     net.run_for(1.0)
     assert str(uac.remote_target) == "sip:bob@192.0.2.2:5064"
+
+
+def test_strip_tag_leaves_what_it_cannot_parse():
+    from sipua.sip.dialog import _strip_tag
+
+    assert _strip_tag("") == ""
+    assert _strip_tag("not a uri") == "not a uri"

@@ -6,6 +6,7 @@ Each test starts (or shares) a real ``python -m sipua serve`` on ephemeral
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 from .conftest import StartService
 from .service import Service, require_tool, run_sipp
-from .sipclient import SipClient, build_response
+from .sipclient import SipClient, UacCall, build_response
 
 pytestmark = pytest.mark.peer
 
@@ -216,3 +217,55 @@ def test_options_capabilities(service: Service, transport: str) -> None:
     assert "application/sdp" in ok.tokens("accept")
     assert "supported" in ok
     assert ok.to_tag
+
+
+# -- sipua hangs up ------------------------------------------------------------------------------
+
+
+def _connected(svc: Service, session_id: str, transport: str) -> tuple[SipClient, UacCall]:
+    port = svc.ports[transport]
+    suffix = ";transport=tls" if transport == "tls" else ""
+    client = SipClient(transport, ("127.0.0.1", port))
+    call = client.new_call(f"sip:session_{session_id}@127.0.0.1:{port}{suffix}")
+    client.send(call.invite())
+    ok = client.final_response()
+    assert ok.status == 200
+    client.send(call.ack(ok))
+    return client, call
+
+
+def test_ending_a_session_byes_its_calls(service: Service) -> None:
+    session = service.create_session()
+    legs = [_connected(service, session["id"], t) for t in ("udp", "tcp", "tls")]
+    try:
+        # An in-dialog OPTIONS per leg: its 200 proves sipua has seen the ACK before we end.
+        for client, call in legs:
+            client.send(call.in_dialog("OPTIONS"))
+            assert client.final_response("OPTIONS").status == 200
+        assert session_calls(service, session["id"]) == 3
+        with service.client() as c:
+            assert c.post(f"/v1/sessions/{session['id']}/end").status_code == 200
+        for client, call in legs:
+            bye = client.recv_until(lambda m: m.is_request)
+            assert bye.method == "BYE" and bye.call_id == call.call_id, bye.start
+            assert bye.to_tag == call.from_tag
+            # UDP: to where the caller's Contact says; streams: on the caller's connection.
+            client.send(build_response(bye, 200), bye.source if client.transport == "udp" else None)
+        assert session_calls(service, session["id"]) == 0
+    finally:
+        for client, _ in legs:
+            client.close()
+
+
+def test_shutdown_byes_connected_calls(serve: StartService) -> None:
+    svc = serve()
+    session = svc.create_session()
+    client, call = _connected(svc, session["id"], "udp")
+    with client:
+        client.send(call.in_dialog("OPTIONS"))
+        assert client.final_response("OPTIONS").status == 200
+        svc.proc.send_signal(signal.SIGTERM)
+        bye = client.recv_until(lambda m: m.is_request, timeout=10)
+        assert bye.method == "BYE" and bye.call_id == call.call_id
+        client.send(build_response(bye, 200), bye.source)
+    assert svc.proc.wait(15) == 0

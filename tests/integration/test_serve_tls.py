@@ -237,6 +237,10 @@ def test_baresip_calls_the_session_over_tls(serve: StartService, tmp_path: Path)
         while session_calls(svc, session["id"]) and time.monotonic() < deadline:
             time.sleep(0.05)  # the BYE is on its way; the API has no event to wait on
         assert session_calls(svc, session["id"]) == 0
+        # sipua's own account of the call (its event log lines name the session).
+        mine = [line for line in svc.stderr().splitlines() if session["id"] in line]
+        assert any("connected" in line and "transport=tls" in line for line in mine), mine
+        assert any("disconnected" in line and "remote-bye" in line for line in mine), mine
     finally:
         if ctrl is not None:
             ctrl.close()

@@ -372,3 +372,84 @@ async def test_cancel_while_ringing(make_ua: MakeUa) -> None:
     event = await h.wait_event(CallFailed)
     assert (event.status, event.reason) == (487, "cancelled")
     assert h.ua.uas.active_calls("s1") == 0
+
+
+# -- more edges ---------------------------------------------------------------------------------
+
+
+async def test_reinvite_before_the_ack_gets_500_with_retry_after(ua: Harness) -> None:
+    call = ua.client.new_call(ua.uri("session_s1"))
+    ok = await ua.client.request(call.invite())
+    call.learn(ok)
+    r = await ua.client.request(
+        call.in_dialog("INVITE", body=sdp_offer(), content_type="application/sdp")
+    )
+    assert r.status == 500  # RFC 3261 §14.2
+    assert r.get("retry-after") is not None
+    await ua.client.send(call.ack(ok))
+    await ua.wait_event(CallConnected)
+
+
+async def test_in_dialog_request_for_an_unknown_dialog_gets_481(ua: Harness) -> None:
+    call = ua.client.new_call(ua.uri("session_s1"))
+    call.to_tag = "nosuchtag"
+    assert (await ua.client.request(call.in_dialog("OPTIONS"))).status == 481
+    assert (await ua.client.request(call.bye())).status == 481
+
+
+async def test_cancel_matching_nothing_gets_481(ua: Harness) -> None:
+    call = ua.client.new_call(ua.uri("session_s1"))
+    assert (await ua.client.request(call.cancel())).status == 481
+
+
+async def test_compressed_body_gets_415(ua: Harness) -> None:
+    r = await ua.client.request(
+        out_of_dialog(
+            ua,
+            "INVITE",
+            body=sdp_offer(),
+            content_type="application/sdp",
+            headers=[("Content-Encoding", "gzip")],
+        )
+    )
+    assert r.status == 415
+    assert "identity" in r.tokens("accept-encoding")
+
+
+async def test_broken_sdp_gets_400_with_warning(ua: Harness) -> None:
+    r = await ua.client.request(
+        out_of_dialog(ua, "INVITE", body=b"this is not sdp\r\n", content_type="application/sdp")
+    )
+    assert r.status == 400
+    assert r.get("warning") is not None
+    assert ua.ua.uas.active_calls("s1") == 0
+
+
+async def test_dtmf_info_plain_digit(ua: Harness) -> None:
+    call, _ = await ua.connect()
+    r = await ua.client.request(call.in_dialog("INFO", body=b"#", content_type="application/dtmf"))
+    assert r.status == 200
+    assert (await ua.wait_event(DtmfReceived)).digit == "#"
+
+
+async def test_bye_before_the_ack_ends_the_call_without_a_bye_of_ours(make_ua: MakeUa) -> None:
+    h = await make_ua(t1=0.01, t2=0.04)
+    call = h.client.new_call(h.uri("session_s1"))
+    ok = await h.client.request(call.invite())
+    call.learn(ok)
+    assert (await h.client.request(call.bye())).status == 200
+    event = await h.wait_event(CallDisconnected)
+    assert event.reason == "remote-bye"
+    assert h.ua.uas.active_calls("s1") == 0
+    # Past 64*T1 the missing ACK must not make sipua hang up a call that is already over.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 64 * 0.01 + 0.3
+    requests = []
+    while (left := deadline - loop.time()) > 0:
+        try:
+            msg = await h.client.recv(timeout=left)
+        except TimeoutError:
+            break
+        if msg.is_request:
+            requests.append(msg.start)
+    assert requests == []

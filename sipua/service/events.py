@@ -247,10 +247,12 @@ class EventPublisher:
         provider: Mapping[str, Any] | None,
         data: Mapping[str, Any] | None = None,
     ) -> SessionEvent:
+        now = self._clock()
         return SessionEvent(
             id=new_event_id(),
             type=type_,
-            created_at=self._clock(),
+            # Milliseconds, as serialized: the logged event equals the live one.
+            created_at=now.replace(microsecond=now.microsecond // 1000 * 1000),
             session_id=session_id,
             provider=provider,
             data=dict(data or {}),

@@ -1,10 +1,28 @@
-"""The ``sipua`` command line: ``sipua serve`` and ``sipua check``."""
+"""The ``sipua`` command line: ``sipua serve`` and ``sipua check``.
+
+Each command is registered on ``app``: ``serve`` by :mod:`sipua.service.cli`,
+``check`` here. A new command is one more ``@app.command`` function or one more
+``register_*(app)`` call.
+"""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from sipua.service.cli import register as register_serve
+from sipua.sip.checks import Verdict, check_message, judge, judge_error
+from sipua.sip.errors import ParseError
+from sipua.sip.framer import (
+    NEED_DATA,
+    KeepAliveReceived,
+    MalformedMessage,
+    MessageFramed,
+    StreamFramer,
+)
 
 app = typer.Typer(
     add_completion=False,
@@ -17,6 +35,131 @@ register_serve(app)
 @app.callback()
 def _root() -> None:
     """sipua: an open-source SIP edge for real-time voice sessions."""
+
+
+# -- sipua check ----------------------------------------------------------------
+
+EXIT_ACCEPTED = 0
+EXIT_REJECTED = 1
+EXIT_USAGE = 2
+
+
+def _line(label: str, verdict: Verdict) -> str:
+    if verdict.accepted:
+        if verdict.kind == "response":
+            return f"{label}: accepted RESPONSE {verdict.status} call-id={verdict.call_id}"
+        return f"{label}: accepted REQUEST {verdict.method} call-id={verdict.call_id}"
+    detail = verdict.detail or ""
+    if verdict.kind == "response":
+        return f"{label}: rejected (discarded): {detail.removeprefix('discarded: ')}"
+    return f"{label}: rejected {verdict.status} {verdict.reason}: {detail}"
+
+
+def _record(path: str, verdict: Verdict, index: int | None) -> dict[str, object]:
+    record: dict[str, object] = {"file": path}
+    if index is not None:
+        record["message"] = index
+    record.update(verdict.as_dict())
+    if not verdict.accepted and verdict.kind == "response":
+        record["discarded"] = True
+    return record
+
+
+def _stream_verdicts(data: bytes) -> list[Verdict]:
+    """Frame ``data`` as a TCP/TLS byte stream and judge every message in it."""
+    framer = StreamFramer()
+    verdicts: list[Verdict] = []
+    framer.receive_data(data)
+    for _ in range(len(data) + 1):  # at most one event per octet
+        start = len(data) - framer.buffered  # where the next event's octets begin
+        try:
+            event = framer.next_event()
+        except ParseError as e:
+            # The framing is lost: a transport closes the connection here (RFC 3261 §18.3).
+            error = ParseError(f"{e.detail}; connection closed", e.status, e.reason)
+            verdicts.append(judge_error(data[start:].lstrip(b"\r\n"), error))
+            return verdicts
+        if event is NEED_DATA:
+            break
+        if isinstance(event, MessageFramed):
+            verdicts.append(judge(event.message))
+        elif isinstance(event, MalformedMessage):
+            verdicts.append(judge_error(event.data, event.error, event.message))
+        elif isinstance(event, KeepAliveReceived):
+            continue
+    rest = data[len(data) - framer.buffered :]
+    if rest.strip(b"\r\n"):
+        error = ParseError(
+            f"incomplete message at the end of the stream ({len(rest)} octets); "
+            "a transport waits for the rest, then closes the connection"
+        )
+        verdicts.append(judge_error(rest, error))
+    if not verdicts:
+        verdicts.append(judge_error(data, ParseError("no SIP message in the stream")))
+    return verdicts
+
+
+@app.command("check")
+def check(
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Files holding one SIP message each (as sent in a UDP datagram).",
+            show_default=False,
+        ),
+    ],
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print JSON Lines: one JSON object per message, with file, verdict "
+            "(accepted/rejected), kind (request/response), method, status, reason, "
+            "call_id, detail, headers (to add to the error response) and, with "
+            "--stream, message (its 1-based position in the file).",
+        ),
+    ] = False,
+    stream: Annotated[
+        bool,
+        typer.Option(
+            "--stream",
+            help="Read each file as a TCP/TLS byte stream: frame it by Content-Length "
+            "and check every message in it.",
+        ),
+    ] = False,
+) -> None:
+    """Check captured SIP messages as sipua's UAS would judge them.
+
+    For each file prints one line: 'FILE: accepted REQUEST <method> call-id=<id>',
+    'FILE: accepted RESPONSE <status> call-id=<id>', 'FILE: rejected <status>
+    <reason>: <detail>' (the response sipua would send) or 'FILE: rejected
+    (discarded): <detail>' for a malformed response, which is dropped silently.
+    With --stream, lines are labelled FILE#N for the N-th message.
+
+    Exit status: 0 when every message is accepted, 1 when any is rejected, 2 on a
+    usage error (no such file, unreadable file).
+    """
+    inputs: list[tuple[str, bytes]] = []
+    for path in files:
+        try:
+            inputs.append((str(path), path.read_bytes()))
+        except OSError as e:
+            typer.echo(f"sipua check: cannot read {path}: {e.strerror or e}", err=True)
+            raise typer.Exit(EXIT_USAGE) from None
+    all_accepted = True
+    for name, data in inputs:
+        if stream:
+            verdicts = _stream_verdicts(data)
+            labelled = [(f"{name}#{i}", v, i) for i, v in enumerate(verdicts, 1)]
+        else:
+            verdict = check_message(data)
+            labelled = [(name, verdict, None)]
+        for label, verdict, index in labelled:
+            all_accepted &= verdict.accepted
+            if as_json:
+                typer.echo(json.dumps(_record(name, verdict, index), ensure_ascii=False))
+            else:
+                typer.echo(_line(label, verdict))
+    raise typer.Exit(EXIT_ACCEPTED if all_accepted else EXIT_REJECTED)
 
 
 def main() -> None:

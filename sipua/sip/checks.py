@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .errors import ParseError
+from .headers import display_name
 from .message import Request, Response, parse_message, salvage_request
 from .uri import SipUri, TelUri
 
@@ -40,7 +41,7 @@ def inspect_request(
     try:
         for key in MANDATORY_REQUEST_HEADERS:
             if key not in request:
-                return Rejection(400, "Bad Request", f"missing {key} header")
+                return Rejection(400, "Bad Request", f"missing {display_name(key)} header")
         request.validate()
         cseq = request.cseq
     except ParseError as e:
@@ -99,24 +100,44 @@ def check_message(data: bytes) -> Verdict:
     try:
         msg = parse_message(data)
     except ParseError as e:
+        return judge_error(data, e)
+    return judge(msg)
+
+
+def judge_error(
+    data: bytes, error: ParseError, message: Request | Response | None = None
+) -> Verdict:
+    """The verdict on octets that could not be used because of ``error``.
+
+    ``message`` is the message when its head parsed (a stream message without
+    Content-Length); otherwise the method and Call-ID come from :func:`salvage_request`.
+    """
+    if message is not None:
+        kind = "response" if isinstance(message, Response) else "request"
+    else:
         kind = "response" if data.lstrip(b"\r\n")[:4].upper() == b"SIP/" else "request"
-        if kind == "response":
-            # RFC 3261 §18.1.2: a malformed response is silently discarded.
-            return Verdict(False, kind, detail=f"discarded: {e.detail}")
-        salvaged = salvage_request(data)
-        method = call_id = None
-        if salvaged is not None:
-            method = salvaged.method
-            call_id = salvaged.get("call-id")
-        return Verdict(
-            False,
-            kind,
-            method=method,
-            status=e.status,
-            reason=e.reason,
-            call_id=call_id,
-            detail=e.detail,
-        )
+    if kind == "response":
+        # RFC 3261 §18.1.2: a malformed response is silently discarded.
+        status = message.status if isinstance(message, Response) else None
+        return Verdict(False, kind, status=status, detail=f"discarded: {error.detail}")
+    request = message if isinstance(message, Request) else salvage_request(data)
+    method = call_id = None
+    if request is not None:
+        method = request.method
+        call_id = request.get("call-id")
+    return Verdict(
+        False,
+        kind,
+        method=method,
+        status=error.status,
+        reason=error.reason,
+        call_id=call_id,
+        detail=error.detail,
+    )
+
+
+def judge(msg: Request | Response) -> Verdict:
+    """The verdict on a message already parsed (or framed from a stream)."""
     if isinstance(msg, Response):
         try:
             msg.validate()

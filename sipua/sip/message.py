@@ -280,10 +280,10 @@ class Message:
         v = None
         if raw is not None:
             # RFC 3261 §20.22: 1*DIGIT, 0-255 in practice; leading zeros allowed (RFC 4475 §3.1.1.1).
-            digits = raw.lstrip("0")
-            if not raw.isdigit() or not raw.isascii() or len(digits) > 3 or int(raw) > 255:
+            digits = raw.lstrip("0") or "0"
+            if not raw.isdigit() or not raw.isascii() or len(digits) > 3 or int(digits) > 255:
                 raise ParseError(f"bad Max-Forwards {raw[:40]!r}", header="max-forwards")
-            v = int(raw)
+            v = int(digits)
         cache["max-forwards"] = v
         return v
 
@@ -453,9 +453,10 @@ def _parse_content_length(raw: str) -> int:
         raise ParseError(
             f"bad Content-Length {raw[:40]!r}", header="content-length", fatal_to_stream=True
         )
-    if len(raw) > 12 and len(raw.lstrip("0")) > 12:
+    digits = raw.lstrip("0") or "0"
+    if len(digits) > 12:
         return 10**12  # more than any limit; int() of a huge string is slow or refused
-    return int(raw)
+    return int(digits)
 
 
 def _content_length_of(lines: list[str]) -> int:

@@ -192,6 +192,16 @@ def test_huge_numbers_are_parse_errors_not_value_errors() -> None:
     assert msg.top_via.rport is True
 
 
+def test_long_runs_of_leading_zeros_are_still_numbers() -> None:
+    zeros = "0" * 5000
+    data = (
+        f"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nCSeq: {zeros}5 OPTIONS\r\n"
+        f"Max-Forwards: {zeros}7\r\nContent-Length: {zeros}2\r\n\r\nab"
+    ).encode()
+    msg = parse_message(data)
+    assert (msg.cseq.seq, msg.max_forwards, msg.content_length, msg.body) == (5, 7, 2, b"ab")
+
+
 def test_repeated_content_length_with_equal_values() -> None:
     data = INVITE.replace(b"Content-Length: 4", b"Content-Length: 4\r\nl: 004")
     msg = parse_message(data)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -72,6 +73,8 @@ PROVIDER_ID_FIELDS: dict[str, str] = {
 EVENT_ID_PREFIX = "evt_"
 #: At most this many participants' summaries are kept per session for ``session.ended``.
 MAX_PARTICIPANTS_KEPT = 200
+#: Ended sessions remembered so ``session.ended`` is published once and late events keep no state.
+ENDED_REMEMBERED = 10000
 
 _ids = UlidGenerator()
 
@@ -226,6 +229,7 @@ class EventPublisher:
         #: only after an ACK arrives can take 64*T1 = 32 s).
         self.ended_grace = ended_grace
         self._sessions: dict[str, _SessionState] = {}
+        self._ended: OrderedDict[str, None] = OrderedDict()
 
     # -- the one door ---------------------------------------------------------------------
 
@@ -288,8 +292,10 @@ class EventPublisher:
             payload["quality"] = quality_from_stats(stats if isinstance(stats, Mapping) else None)
         payload = {"participant_id": pid, **payload}
         event = self.make_event(f"session.provider.{status}", session_id, provider, payload)
+        self.publish(event)
+        # After publishing: the last participant's disconnected comes before session.ended.
         self._track(session_id, pid, provider, status, event, payload)
-        return self.publish(event)
+        return event
 
     def publish_dtmf(
         self,
@@ -323,6 +329,8 @@ class EventPublisher:
         Without live participants it is published at once; otherwise when the last one
         disconnects, or after :attr:`ended_grace` seconds with whatever is known then.
         """
+        if session_id in self._ended:
+            return
         state = self._sessions.setdefault(session_id, _SessionState())
         if state.ending is not None:
             return
@@ -345,6 +353,9 @@ class EventPublisher:
         state = self._sessions.pop(session_id, None)
         if state is None or state.ending is None:
             return
+        self._ended[session_id] = None
+        while len(self._ended) > ENDED_REMEMBERED:
+            self._ended.popitem(last=False)
         if state.timer is not None:
             state.timer.cancel()
         participants = list(state.left)
@@ -371,6 +382,8 @@ class EventPublisher:
         event: SessionEvent,
         payload: dict[str, Any],
     ) -> None:
+        if session_id in self._ended:
+            return  # a straggler of an ended session: reported, not tracked
         state = self._sessions.get(session_id)
         if status in ("connecting", "connected"):
             if state is None:

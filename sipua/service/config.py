@@ -55,6 +55,7 @@ from sipua.service.models import (
     SrtpPolicy,
     normalize_codec_list,
 )
+from sipua.service.security_config import SecuritySettings
 
 __all__ = [
     "ConfigError",
@@ -205,6 +206,9 @@ class HttpSettings(_Section):
 class MediaSettings(_Section):
     """RTP ports, codecs and the default media application."""
 
+    enabled: bool = Field(
+        True, description="Process RTP; false only holds the ports (signalling-only load tests)."
+    )
     rtp_port_min: int = Field(10000, ge=1, le=65535)
     rtp_port_max: int = Field(20000, ge=1, le=65535)
     symmetric_rtp: bool = Field(True, description="Send RTP to where the peer's RTP comes from.")
@@ -336,6 +340,7 @@ class Settings(BaseSettings):
     media: MediaSettings = Field(default_factory=MediaSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
 
     @classmethod
     def settings_customise_sources(
@@ -434,8 +439,14 @@ def primary_address(*, ipv6: bool = False) -> str:
     return families[-1][2]
 
 
-_SECTIONS = frozenset({"sip", "http", "media", "webhooks", "metrics"})
-_PATH_KEYS = (("data_dir",), ("sip", "tls_cert"), ("sip", "tls_key"))
+_SECTIONS = frozenset({"sip", "http", "media", "webhooks", "metrics", "security"})
+_PATH_KEYS = (
+    ("data_dir",),
+    ("sip", "tls_cert"),
+    ("sip", "tls_key"),
+    ("security", "tls", "ca_file"),
+    ("security", "tls", "client_ca_file"),
+)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -498,7 +509,7 @@ def _describe(exc: ValidationError) -> str:
         # the section) has no single variable.
         env = f" [SIPUA_{'__'.join(path).upper()}]" if path and path[-1] not in _SECTIONS else ""
         given = error.get("input")
-        secret = "api_key" in path or path[-1:] in (["secret"], ["token"])
+        secret = "api_key" in path or path[-1:] in (["secret"], ["token"], ["password"])
         shown = "" if secret or isinstance(given, dict) else f" (got {given!r})"
         lines.append(f"  {loc}{env}: {msg}{shown}")
     return "invalid configuration:\n" + "\n".join(lines)

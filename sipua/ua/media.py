@@ -8,6 +8,7 @@ updates it on re-INVITE and closes it at hang-up.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 from sipua.sip.rtp_params import RtpParameters
@@ -27,8 +28,14 @@ class MediaLeg(Protocol):
 
 
 class MediaBackend(Protocol):
-    def open_leg(self, session: Any, leg_id: str, on_event: Any = None) -> MediaLeg:
-        """Reserve ports for a leg; raise OSError when none are free (the UAS answers 503)."""
+    def open_leg(
+        self, session: Any, leg_id: str, on_event: Any = None
+    ) -> MediaLeg | Awaitable[MediaLeg]:
+        """Reserve ports for a leg (at once, or as an awaitable when sockets open asynchronously).
+
+        Raise (or have the awaitable raise) OSError when no ports are free: the UAS answers 503.
+        ``on_event`` receives the leg's media events (DTMF …).
+        """
         ...
 
     async def close(self) -> None: ...

@@ -8,6 +8,8 @@ what happens; this module decides, and publishes call events on the bus.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import ipaddress
 import logging
 from typing import TYPE_CHECKING, Any, Protocol
@@ -53,7 +55,7 @@ from .events import (
     DtmfReceived,
     EventBus,
 )
-from .media import MediaBackend
+from .media import MediaBackend, MediaLeg
 
 if TYPE_CHECKING:
     from .core import UserAgent
@@ -92,6 +94,7 @@ class Uas:
         self.dialogs = DialogRegistry()
         self.calls_by_session: dict[str, set[Call]] = {}
         self._policies: dict[str, MediaPolicy] = {}
+        self._tasks: set[asyncio.Task] = set()
         self.counters = {
             "calls_answered": 0,
             "calls_connected": 0,
@@ -261,31 +264,59 @@ class Uas:
                 return
         call = Call(session, request, tx, request.context)
         call.created_at = self.ua.now()
+        call.to_tag = new_tag()  # before any await: a CANCEL's 487 carries it too
+        tx.user_data = call
+        self.calls_by_session.setdefault(call.session_id, set()).add(call)
         try:
-            call.media = self.media.open_leg(session, call.id, self._media_event_sink(call))
+            leg = self.media.open_leg(session, call.id, self._media_event_sink(call))
         except OSError as e:
-            log.warning("no media ports for a call to %s: %s", session.id, e)
-            self.respond(tx, 503, headers=[("Retry-After", "5")])
+            self._no_media(call, e)
             return
-        policy = self.policy_for(session)
-        leg = call.media
+        if inspect.isawaitable(leg):
+            # The media layer binds its sockets asynchronously: continue when it has.
+            task = self.ua.loop.create_task(self._setup_when_ready(call, offer, leg))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        self._setup(call, offer, leg)
+
+    async def _setup_when_ready(self, call: Call, offer: Any, pending: Any) -> None:
+        try:
+            leg = await pending
+        except OSError as e:
+            if call.state is CallState.RINGING:
+                self._no_media(call, e)
+                self.ua.after_user_action()
+            return
+        if call.state is not CallState.RINGING:
+            leg.close()  # cancelled while the ports were being opened
+            return
+        self._setup(call, offer, leg)
+        self.ua.after_user_action()
+
+    def _no_media(self, call: Call, error: OSError) -> None:
+        log.warning("no media ports for a call to %s: %s", call.session_id, error)
+        self.respond(call.invite_tx, 503, headers=[("Retry-After", "5")])
+        self._end(call, "no-media-ports", status=503)
+
+    def _setup(self, call: Call, offer: Any, leg: MediaLeg) -> None:
+        """Negotiate media on the leg's address, ring, and answer (now or after the delay)."""
+        call.media = leg
+        tx = call.invite_tx
+        request = call.invite
+        policy = self.policy_for(call.session)
         try:
             if offer is not None:
                 call.sdp = answer(offer, policy, leg.local_host, leg.local_port)
             else:
                 _, call.pending_offer = make_offer(policy, leg.local_host, leg.local_port)
         except OfferRejected as e:
-            leg.close()
-            call.media = None
             self.respond(tx, e.status, e.reason, headers=[("Warning", e.warning)])
-            self.counters["calls_failed"] += 1
+            self._end(call, "no-common-media", status=e.status)
             return
-        call.to_tag = new_tag()
         call.contact = (
             f"<{self.ua.transports.contact_uri(call.transport, sips=_wants_sips(request))}>"
         )
-        tx.user_data = call
-        self.calls_by_session.setdefault(call.session_id, set()).add(call)
         config = self.ua.config
         if config.ringing:
             self.respond(
@@ -655,6 +686,8 @@ class Uas:
         return [c for calls in self.calls_by_session.values() for c in calls]
 
     async def shutdown(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
         for call in self.all_calls():
             self.hangup(call, "shutdown")
             if call.state is not CallState.ENDED:

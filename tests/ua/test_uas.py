@@ -179,7 +179,8 @@ async def test_no_common_codec_gets_488_with_warning(ua: Harness) -> None:
     assert r.status == 488
     assert r.get("warning") is not None and r["warning"].startswith("3")  # 3xx warn-code: SDP
     assert ua.ua.uas.active_calls("s1") == 0
-    assert ua.events == []  # refused before any call began
+    # The attempt is reported (an operator wants to know why a trunk's calls fail), never connected.
+    assert [(type(e).__name__, e.status) for e in ua.events] == [("CallFailed", 488)]
 
 
 async def test_unknown_and_ended_sessions_get_404(ua: Harness) -> None:

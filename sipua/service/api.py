@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sipua import __version__
 from sipua.service.apikey import ensure_api_key, keys_equal
 from sipua.service.config import Settings
+from sipua.service.credentials_api import credentials_router
 from sipua.service.events_api import events_router, metrics_router
 from sipua.service.models import (
     SessionCreate,
@@ -166,6 +167,7 @@ def create_app(
             {"name": "events", "description": "Session events and their webhook deliveries."},
             {"name": "streams", "description": "TwiML/TeXML connecting calls to a session."},
             {"name": "health", "description": "Liveness probe and metrics."},
+            {"name": "sip security", "description": "SIP digest credentials, bans, counters."},
         ],
     )
     app.state.settings = settings
@@ -291,6 +293,7 @@ def create_app(
     app.include_router(router)
     app.include_router(events_router())
     app.include_router(metrics_router())
+    app.include_router(credentials_router())
 
     @app.get("/healthz", response_model=Health, tags=["health"], summary="Liveness probe")
     async def healthz() -> Health:

@@ -30,6 +30,12 @@ from .events_store import EventStore, open_event_store
 from .logs import configure_logging
 from .media_backend import build_media_backend
 from .metrics import Metrics
+from .security_setup import (
+    SecurityRuntime,
+    build_security,
+    client_tls_context,
+    server_tls_options,
+)
 from .sessions import PublicEndpoints, SessionService
 from .store import open_repository
 from .webhooks import WebhookDispatcher, session_target_resolver
@@ -54,6 +60,7 @@ class RunningService:
     webhooks: WebhookDispatcher | None = None
     event_store: EventStore | None = None
     metrics: Metrics | None = None
+    security: SecurityRuntime | None = None
 
     async def stop(self) -> None:
         self.http.should_exit = True
@@ -67,6 +74,8 @@ class RunningService:
             await self.webhooks.stop(timeout=2.0)
         if self.event_store is not None:
             self.event_store.close()
+        if self.security is not None:
+            self.security.close()
         self.sessions.close()
 
 
@@ -93,7 +102,9 @@ def _listen_config(settings: Settings) -> ListenConfig:
             cert, key = sip.tls_cert, sip.tls_key
         else:
             cert, key = ensure_certificate(settings.data_dir, [settings.resolved_public_host()])
-        tls_ctx = server_context(cert, key, min_version=sip.tls_min_version)
+        tls_ctx = server_context(
+            cert, key, min_version=sip.tls_min_version, **server_tls_options(settings)
+        )
     return ListenConfig(
         host=sip.host,
         udp_port=sip.udp_port if "udp" in transports else None,
@@ -105,6 +116,7 @@ def _listen_config(settings: Settings) -> ListenConfig:
         max_connections_per_peer=sip.max_connections_per_peer,
         idle_timeout=sip.tcp_idle_timeout,
         advertised_host=settings.resolved_public_host(),
+        client_tls_context=client_tls_context(settings),
     )
 
 
@@ -129,13 +141,18 @@ async def start_service(settings: Settings) -> RunningService:
     sessions = SessionService(repo, settings)
     bus = EventBus()
     listen = _listen_config(settings)
+    # The SIP gate (docs/SECURITY.md): allowlists, bans, limits, overload, digest auth.
+    security = build_security(settings)
+    listen.admit_address = security.admit_address
     media = build_media_backend(settings, bus)
-    ua = UserAgent(_ua_config(settings), listen, sessions, media, bus)
+    ua = UserAgent(_ua_config(settings), listen, sessions, media, bus, gate=security.gate)
+    security.bind(ua, sessions)
     try:
         listening = await ua.start()
         http_sock = _bind_http(settings.http.host, settings.http.port)
     except BaseException:
         await ua.stop()
+        security.close()
         sessions.close()
         raise
     http_port = http_sock.getsockname()[1]
@@ -177,6 +194,8 @@ async def start_service(settings: Settings) -> RunningService:
     app.state.events = events  # publish_provider_event() for the stream endpoints
     app.state.event_store = event_store
     app.state.metrics = metrics  # stream_connected()/stream_disconnected()
+    app.state.sip_credentials = security.directory  # /v1/sip-credentials
+    app.state.sip_security = security.gate  # /v1/sip-security
     config = uvicorn.Config(
         app,
         log_config=None,
@@ -202,6 +221,7 @@ async def start_service(settings: Settings) -> RunningService:
         webhooks=webhooks,
         event_store=event_store,
         metrics=metrics,
+        security=security,
     )
 
 

@@ -146,6 +146,11 @@ class UserAgent:
                 self.counters["requests_received"] += 1
                 method = message.method
                 self.requests_by_method[method] = self.requests_by_method.get(method, 0) + 1
+                # Optional gate hook: drop before any transaction exists (not even a 100 goes back).
+                screen = getattr(self.gate, "screen", None)
+                if screen is not None and not screen(message, peer, now):
+                    self.counters["dropped_by_gate"] += 1
+                    return
                 stamp_via(message, peer.source)
                 message.context = response_peer(message, peer)
                 self.layer.receive(message, now, reliable=peer.reliable)

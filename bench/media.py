@@ -303,6 +303,58 @@ async def generate(args) -> dict:
     }
 
 
+async def micro(args) -> dict:
+    """CPU per packet inside the engine, no sockets: receive_rtp -> relay/decode -> "send"."""
+
+    class NullTransport:
+        def sendto(self, data, addr):
+            pass
+
+        def close(self):
+            pass
+
+    results = {}
+    for label, decode, srtp in (
+        ("relay_plain_us", False, False),
+        ("relay_srtp_us", False, True),
+        ("decode_encode_srtp_us", True, True),
+    ):
+        engine = MediaEngine("127.0.0.1", 30000, 30100, rtp_timeout=0)
+        stream = await engine.create_stream(app=EchoApp(fast_path=not decode))
+        ours, theirs = os.urandom(30), os.urandom(30)
+        codec = CODECS[args.codec]
+        stream.start(
+            RtpParameters(
+                codec=codec,
+                codecs=(codec,),
+                dtmf=None,
+                remote_rtp=("127.0.0.1", 9),
+                remote_rtcp=None,
+                srtp_local=CryptoParams(1, SUITE, ours) if srtp else None,
+                srtp_remote=CryptoParams(1, SUITE, theirs) if srtp else None,
+            )
+        )
+        engine.clock.unsubscribe(stream)  # we run its ticks ourselves
+        real, stream._rtp_transport = stream._rtp_transport, NullTransport()
+        peer = SrtpTransform(CryptoParams(1, SUITE, theirs) if srtp else None, None)
+        count = 2000 if decode else 20000
+        packets = [
+            peer.protect_rtp(build_rtp(0, 0, i & 0xFFFF, 160 * i, 77, b"\x7f\x10" * 80))
+            for i in range(count)
+        ]
+        address = ("127.0.0.1", 9)
+        cpu0 = time.process_time()
+        for i, data in enumerate(packets):
+            stream.receive_rtp(data, address)
+            if decode:
+                stream._on_tick(i, 0.0)
+        results[label] = 1e6 * (time.process_time() - cpu0) / count
+        assert stream._sender.packets >= count - 2
+        stream._rtp_transport = real
+        await engine.close()
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -318,10 +370,11 @@ def main() -> None:
     parser.add_argument(
         "--no-uvloop", dest="uvloop", action="store_false", help="plain asyncio loops"
     )
+    parser.add_argument("--micro", action="store_true", help="engine CPU per packet, no sockets")
     args = parser.parse_args()
     args.loop_name = _use_uvloop(args.uvloop)
     args.load_before = os.getloadavg()[0]  # other processes skew latency and loss, not CPU time
-    result = asyncio.run(generate(args))
+    result = asyncio.run(micro(args) if args.micro else generate(args))
     width = max(map(len, result))
     for key, value in result.items():
         if isinstance(value, float):

@@ -61,7 +61,7 @@ HOUSEKEEPING_TICKS = 10  # DTMF timeouts and media timeout checked every 200 ms
 _stream_ids = itertools.count(1)
 
 
-class Participant:
+class StreamParticipant:
     """The application's handle on a stream (see :class:`sipua.media.apps.Participant`)."""
 
     __slots__ = ("_stream",)
@@ -158,7 +158,7 @@ class MediaStream:
         self.cname = (cname or self.stream_id).encode()[:255]
         self.sample_rate = app.sample_rate if app is not None else 16000
         self.frame_samples = self.sample_rate // 50
-        self.participant = Participant(self)
+        self.participant = StreamParticipant(self)
         self.params: RtpParameters | None = None
         self.state = "created"  # -> "started" -> "closed"
 

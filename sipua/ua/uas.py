@@ -95,6 +95,9 @@ class Uas:
         self.calls_by_session: dict[str, set[Call]] = {}
         self._policies: dict[str, MediaPolicy] = {}
         self._tasks: set[asyncio.Task] = set()
+        self._byes: set[Transaction] = set()  # our BYEs still waiting for a final response
+        self._byes_done: asyncio.Event | None = None
+        self.shutdown_grace = 3.0  # seconds shutdown() waits for its BYEs to be answered
         self.counters = {
             "calls_answered": 0,
             "calls_connected": 0,
@@ -219,6 +222,10 @@ class Uas:
         )
 
     def _incoming_call(self, request: Request, tx: Transaction) -> None:
+        if self._byes_done is not None:
+            # Shutting down: a call answered now would be dropped without a BYE.
+            self.respond(tx, 503, headers=[("Retry-After", "5")])
+            return
         uri = request.uri
         if isinstance(uri, SipUri):
             user = uri.user_unescaped
@@ -558,6 +565,7 @@ class Uas:
         call = tx.user_data
         if call is None or event.response.status < 200:
             return
+        self._bye_finished(tx)
         if tx.method == "BYE" and call.dialog is not None:
             self.dialogs.remove(call.dialog)
 
@@ -569,11 +577,13 @@ class Uas:
         call = tx.user_data
         if call is None:
             return
+        self._bye_finished(tx)
         if tx.kind is Kind.NON_INVITE_CLIENT and tx.method == "BYE" and call.dialog is not None:
             self.dialogs.remove(call.dialog)
 
     def on_failure(self, event: TransactionFailed) -> None:
         tx = event.transaction
+        self._bye_finished(tx)
         call = tx.user_data
         if call is not None and call.state is not CallState.ENDED:
             self._end(call, "transport-error", status=503)
@@ -603,6 +613,7 @@ class Uas:
         try:
             tx = self.layer.send_request(bye, self.ua.now(), context=peer, reliable=peer.reliable)
             tx.user_data = call
+            self._byes.add(tx)
         except (ValueError, ParseError) as e:
             log.warning("call %s: could not send BYE: %s", call.id, e)
             self.dialogs.remove(dialog)
@@ -685,13 +696,29 @@ class Uas:
     def all_calls(self) -> list[Call]:
         return [c for calls in self.calls_by_session.values() for c in calls]
 
+    def _bye_finished(self, tx: Transaction) -> None:
+        byes = self._byes
+        if tx in byes:
+            byes.discard(tx)
+            if not byes and self._byes_done is not None:
+                self._byes_done.set()
+
     async def shutdown(self) -> None:
+        """Hang up every call, then give the BYEs up to :attr:`shutdown_grace` seconds to be
+        answered: over UDP a lost BYE is only retransmitted while the event loop still runs."""
         for task in list(self._tasks):
             task.cancel()
         for call in self.all_calls():
             self.hangup(call, "shutdown")
             if call.state is not CallState.ENDED:
                 self._end(call, "shutdown")
+        self.ua.after_user_action()  # send them now and arm their retransmission timers
+        if self._byes:
+            self._byes_done = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._byes_done.wait(), self.shutdown_grace)
+            except TimeoutError:
+                log.info("%d BYE(s) unanswered at shutdown", len(self._byes))
 
 
 def _wants_sips(request: Request) -> bool:

@@ -103,6 +103,7 @@ async def make_ua() -> AsyncIterator[MakeUa]:
             HeldPortsBackend("127.0.0.1", "127.0.0.1", 30000, 39999),
             bus,
         )
+        ua.uas.shutdown_grace = 0.2  # the test's socket is closed before the UA stops
         listening = await ua.start()
         port = listening.udp[0][1]
         harness = Harness(ua, sessions, port, AsyncUdpClient(("127.0.0.1", port)))

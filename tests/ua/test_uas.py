@@ -454,3 +454,20 @@ async def test_bye_before_the_ack_ends_the_call_without_a_bye_of_ours(make_ua: M
         if msg.is_request:
             requests.append(msg.start)
     assert requests == []
+
+
+async def test_shutdown_byes_calls_and_refuses_new_ones(make_ua: MakeUa) -> None:
+    h = await make_ua(t1=0.05)
+    h.ua.uas.shutdown_grace = 5.0
+    call, _ = await h.connect()
+    stopping = asyncio.ensure_future(h.ua.uas.shutdown())
+    bye = await h.client.recv_until(lambda m: m.is_request)
+    assert bye.method == "BYE" and bye.call_id == call.call_id
+    assert not stopping.done()  # waiting for the BYE to be answered
+    late = h.client.new_call(h.uri("session_s1"))
+    refused = await h.client.request(late.invite())
+    assert refused.status == 503  # no new call while shutting down
+    await h.client.send(build_response(bye, 200))
+    await asyncio.wait_for(stopping, 2.0)
+    event = await h.wait_event(CallDisconnected)
+    assert event.reason == "shutdown"

@@ -1,0 +1,137 @@
+"""Shared pieces of the security tests: requests for the gate, and ``sipua serve`` fixtures.
+
+Every service a test starts is stopped by the fixture that started it, and its
+stderr is checked afterwards: a traceback or an ERROR line fails the test.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from integration.service import Service, start_service
+from integration.sipclient import build_request, new_branch, sdp_offer
+
+from sipua.sip.auth import DigestClient, RetryWith
+from sipua.sip.message import Request, parse_message
+from sipua.transport.peer import Peer
+
+FAULT = re.compile(
+    r"Traceback \(most recent call last\)|^\S+ \S+ (ERROR|CRITICAL) |\"level\": \"(error|critical)\"",
+    re.M,
+)
+API_KEY = "test-key-0123456789abcdef"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No developer SIPUA_* settings and no writes to the real home."""
+    for name in list(os.environ):
+        if name.upper().startswith("SIPUA_"):
+            monkeypatch.delenv(name)
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    monkeypatch.setenv("HOME", str(home))
+
+
+def assert_clean_stderr(service: Service) -> None:
+    text = service.stderr()
+    match = FAULT.search(text)
+    assert match is None, f"sipua serve logged a fault:\n{text[max(0, match.start() - 2000) :]}"
+
+
+StartService = Callable[..., Service]
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[StartService]:
+    """``serve(*flags, env={...}, data_dir=...)`` starts a service; all are stopped afterwards."""
+    started: list[Service] = []
+
+    def start(*flags: str, env: dict | None = None, data_dir: Path | None = None) -> Service:
+        svc = start_service(data_dir or tmp_path / f"data{len(started)}", *flags, env=env)
+        started.append(svc)
+        return svc
+
+    yield start
+    for svc in started:
+        svc.stop()
+    for svc in started:
+        assert_clean_stderr(svc)
+
+
+# -- requests for the gate, built as text and parsed by sipua ------------------------------------
+
+SESSION = "sess_01J0Z6Q4D5N4W8R9M3S2T1V0XY"
+URI = f"sip:session_{SESSION}@192.0.2.10:5060"
+
+
+def request(
+    method: str = "INVITE",
+    uri: str = URI,
+    *,
+    headers: Iterable[tuple[str, str]] = (),
+    to_tag: str | None = None,
+    call_id: str | None = None,
+    cseq: int = 1,
+    body: bytes | None = None,
+    transport: str = "UDP",
+) -> Request:
+    if body is None:
+        body = sdp_offer() if method == "INVITE" else b""
+    to = f"<{uri}>" + (f";tag={to_tag}" if to_tag else "")
+    data = build_request(
+        method,
+        uri,
+        via=f"SIP/2.0/{transport} 198.51.100.7:5060;branch={new_branch()};rport",
+        from_=f"<sip:pbx@198.51.100.7>;tag={secrets.token_hex(4)}",
+        to=to,
+        call_id=call_id or secrets.token_hex(8),
+        cseq=cseq,
+        contact="<sip:pbx@198.51.100.7:5060>",
+        headers=headers,
+        body=body,
+        content_type="application/sdp" if body else None,
+    )
+    parsed = parse_message(data)
+    assert isinstance(parsed, Request)
+    return parsed
+
+
+def peer(ip: str = "198.51.100.7", transport: str = "udp", port: int = 5060) -> Peer:
+    return Peer(transport, (ip, port))
+
+
+def answer(
+    challenge: Iterable[tuple[str, str]],
+    method: str = "INVITE",
+    uri: str = URI,
+    *,
+    username: str = "trunk",
+    password: str = "correct horse",
+    algorithms: Iterable[str] = ("SHA-256", "MD5"),
+) -> tuple[str, str]:
+    """The Authorization header a client computes from a 401's challenge headers."""
+    client = DigestClient(username, password, algorithms=tuple(algorithms))
+    values = [v for n, v in challenge if n.lower() in ("www-authenticate", "proxy-authenticate")]
+    proxy = any(n.lower() == "proxy-authenticate" for n, _ in challenge)
+    decision = client.respond(values, method, uri, proxy=proxy)
+    assert isinstance(decision, RetryWith), decision
+    auth = decision.authorizations[0]
+    return auth.header_name, auth.value
+
+
+@dataclass
+class FakeSession:
+    id: str
+    provider: Any = None
+    metadata: dict = field(default_factory=dict)
+    status: str = "active"
+    accepting_calls: bool = True

@@ -447,7 +447,7 @@ class EventPublisher:
             return
         if isinstance(event, CallConnecting):
             status, data = "connecting", common
-            log.info("call connecting", extra=context)
+            log.debug("call connecting", extra=context)
         elif isinstance(event, CallConnected):
             status = "connected"
             data = {**common, "codec": event.codec, "secure": event.secure}

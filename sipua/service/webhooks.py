@@ -346,6 +346,7 @@ class WebhookDispatcher:
     def _accept(self, batch: Sequence[SessionEvent]) -> None:
         records: list[tuple[SessionEvent, DeliveryStatus, str | None]] = []
         items: list[_Item] = []
+        in_batch: dict[str, int] = {}
         for event in batch:
             target = self._resolve(event.session_id)
             if target is None:
@@ -354,7 +355,7 @@ class WebhookDispatcher:
                 continue
             channel = self._channels.get(event.session_id)
             depth = len(channel.queue) if channel is not None else 0
-            depth += sum(1 for i in items if i.event.session_id == event.session_id)
+            depth += in_batch.get(event.session_id, 0)
             if depth >= self.max_queue_per_session or self._queued + len(items) >= self.max_pending:
                 records.append((event, "failed", "queue full"))
                 self._result("failed")
@@ -365,6 +366,7 @@ class WebhookDispatcher:
                 continue
             records.append((event, "pending", None))
             items.append(_Item(event, event.body(), target))
+            in_batch[event.session_id] = in_batch.get(event.session_id, 0) + 1
         try:
             self.store.append(records)
         except StoreError as exc:

@@ -54,14 +54,20 @@ def _use_uvloop(enabled: bool) -> str:
 # -- the engine (child process) ---------------------------------------------
 
 
-def engine_main(conn, calls: int, codec_name: str, srtp: bool, decode: bool, uv: bool) -> None:
+def engine_main(
+    conn, calls: int, codec_name: str, srtp: bool, decode: bool, uv: bool, udp_mode: str
+) -> None:
     _use_uvloop(uv)
-    asyncio.run(_engine(conn, calls, codec_name, srtp, decode))
+    asyncio.run(_engine(conn, calls, codec_name, srtp, decode, udp_mode))
 
 
-async def _engine(conn, calls: int, codec_name: str, srtp: bool, decode: bool) -> None:
+async def _engine(
+    conn, calls: int, codec_name: str, srtp: bool, decode: bool, udp_mode: str
+) -> None:
     loop = asyncio.get_running_loop()
-    engine = MediaEngine("127.0.0.1", 30000, 30000 + 4 * calls + 100, rtp_timeout=0)
+    engine = MediaEngine(
+        "127.0.0.1", 30000, 30000 + 4 * calls + 100, rtp_timeout=0, udp_mode=udp_mode
+    )
     streams = [await engine.create_stream(app=EchoApp(fast_path=not decode)) for _ in range(calls)]
     conn.send([s.local_rtp_port for s in streams])
     peer_ports, rtcp_sink, keys = await loop.run_in_executor(None, conn.recv)
@@ -193,7 +199,7 @@ async def generate(args) -> dict:
     ctx = mp.get_context("spawn")
     engine = ctx.Process(
         target=engine_main,
-        args=(child, args.calls, args.codec, args.srtp, args.decode, args.uvloop),
+        args=(child, args.calls, args.codec, args.srtp, args.decode, args.uvloop, args.udp_mode),
         daemon=True,
     )
     engine.start()
@@ -279,6 +285,7 @@ async def generate(args) -> dict:
         "srtp": args.srtp,
         "path": "decode+encode" if args.decode else "relay (fast path)",
         "loop": args.loop_name,
+        "udp_mode": args.udp_mode,
         "sent": sent,
         "echoed": echoed,
         "loss_percent": 100.0 * (sent - echoed) / sent if sent else float("nan"),
@@ -371,6 +378,12 @@ def main() -> None:
         "--no-uvloop", dest="uvloop", action="store_false", help="plain asyncio loops"
     )
     parser.add_argument("--micro", action="store_true", help="engine CPU per packet, no sockets")
+    parser.add_argument(
+        "--udp-mode",
+        choices=("auto", "reader", "transport"),
+        default="auto",
+        help="engine socket I/O",
+    )
     args = parser.parse_args()
     args.loop_name = _use_uvloop(args.uvloop)
     args.load_before = os.getloadavg()[0]  # other processes skew latency and loss, not CPU time

@@ -50,6 +50,7 @@ from .rtcp import ReceptionReport, RtcpSession, parse_compound
 from .rtp import RTCP_PACKET_TYPES, RtpSender, parse_rtp
 from .srtp import SrtpTransform
 from .stats import ReceiveStatistics, estimate_mos, ntp_middle, ntp_now
+from .udp import ReaderEndpoint, TransportEndpoint, open_endpoint
 
 logger = logging.getLogger(__name__)
 
@@ -98,21 +99,6 @@ class StreamParticipant:
         return self._stream.stats()
 
 
-class _Endpoint(asyncio.DatagramProtocol):
-    def __init__(self, handler: Callable[[bytes, Any], None], stream: MediaStream) -> None:
-        self.datagram_received = handler  # type: ignore[method-assign]
-        self.stream = stream
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable and the like, reported for an earlier sendto.
-        self.stream.send_errors += 1
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-
 def _target(address: tuple[str, int] | None, family: socket.AddressFamily) -> Any:
     """A sendto address for our socket's family (IPv4 peers on a dual-stack socket)."""
     if address is None:
@@ -143,6 +129,7 @@ class MediaStream:
         rtcp_interval: float = 5.0,
         cname: str | None = None,
         on_closed: Callable[[MediaStream], None] | None = None,
+        udp_mode: str = "auto",
     ) -> None:
         self.ports = ports
         self.clock = clock
@@ -165,9 +152,9 @@ class MediaStream:
         self._relay = bool(app is not None and app.relay_rtp)
         self._needs_audio = bool(app is not None and app.needs_audio)
         self._app_ticks = app is not None and overrides_on_tick(app)
-        self._rtp_transport: asyncio.DatagramTransport | None = None
-        self._rtcp_transport: asyncio.DatagramTransport | None = None
-        self._endpoints: list[_Endpoint] = []
+        self.udp_mode = udp_mode
+        self._rtp_transport: TransportEndpoint | ReaderEndpoint | None = None
+        self._rtcp_transport: TransportEndpoint | ReaderEndpoint | None = None
 
         # negotiated state (see _apply)
         self._accepted: dict[int, int] = {}
@@ -252,16 +239,15 @@ class MediaStream:
 
     async def open(self) -> None:
         """Start listening on the port pair (before the SDP answer goes out)."""
-        loop = asyncio.get_running_loop()
-        rtp_endpoint = _Endpoint(self.receive_rtp, self)
-        rtcp_endpoint = _Endpoint(self.receive_rtcp, self)
-        self._rtp_transport, _ = await loop.create_datagram_endpoint(
-            lambda: rtp_endpoint, sock=self.ports.rtp_socket
+        self._rtp_transport = await open_endpoint(
+            self.ports.rtp_socket, self.receive_rtp, self._count_send_error, mode=self.udp_mode
         )
-        self._rtcp_transport, _ = await loop.create_datagram_endpoint(
-            lambda: rtcp_endpoint, sock=self.ports.rtcp_socket
+        self._rtcp_transport = await open_endpoint(
+            self.ports.rtcp_socket, self.receive_rtcp, self._count_send_error, mode=self.udp_mode
         )
-        self._endpoints = [rtp_endpoint, rtcp_endpoint]
+
+    def _count_send_error(self) -> None:
+        self.send_errors += 1
 
     def start(self, params: RtpParameters) -> None:
         """Begin media with the outcome of offer/answer."""
@@ -307,13 +293,12 @@ class MediaStream:
             if self.app is not None:
                 self._call_app(self.app.on_hangup, self.participant)
         self._cancel_dtmf_waiters()
-        for transport in (self._rtp_transport, self._rtcp_transport):
-            if transport is not None:
-                transport.close()
-        if self._endpoints:
-            await asyncio.wait(
-                [asyncio.ensure_future(e.closed) for e in self._endpoints], timeout=1.0
-            )
+        for endpoint in (self._rtp_transport, self._rtcp_transport):
+            if endpoint is not None:
+                try:
+                    await endpoint.close()
+                except (TimeoutError, OSError):
+                    logger.warning("media socket of %s did not close cleanly", self.stream_id)
         self.ports.close()
         if self.on_closed is not None:
             self.on_closed(self)

@@ -100,6 +100,16 @@ async def test_echo_over_srtp(engine, suite, fast_path):
         assert stats["packets_received"] > 40
 
 
+@pytest.mark.parametrize("udp_mode", ["reader", "transport"])
+async def test_echo_with_each_socket_io_mode(engine, udp_mode):
+    ours, peer, probe, _, _ = await _echo_pair(
+        engine, PCMU, suite="AEAD_AES_128_GCM", udp_mode=udp_mode
+    )
+    assert ours.udp_mode == udp_mode
+    back = await _returned_tone(engine, probe, seconds=0.3)
+    assert dominant_frequency(back, 16000) == pytest.approx(1000, abs=20)
+
+
 async def test_srtp_auth_failure_is_counted_and_audio_continues(engine):
     ours, peer, probe, _, _ = await _echo_pair(engine, PCMU, suite="AES_CM_128_HMAC_SHA1_80")
     await _returned_tone(engine, probe, seconds=0.2)

@@ -179,8 +179,9 @@ def test_missing_ack_retransmits_200_then_byes(serve: StartService) -> None:
         assert 64 * t1 - 0.1 <= elapsed <= 64 * t1 + 1.0, elapsed
         intervals = [b - a for a, b in zip(oks, oks[1:], strict=False)]
         expected = [min(t1 * 2**i, t2) for i in range(len(intervals))]
-        # 0.05 .1 .2 .4 .4 … until 3.2 s: 9 or 10 retransmissions depending on timer slack.
-        assert 9 <= len(intervals) <= 10, intervals
+        # 0.05 .1 .2 .4 .4 … until 3.2 s: 10 retransmissions, one or two fewer when timers
+        # run late on a loaded machine (the last one is due 50 ms before 64*T1).
+        assert 8 <= len(intervals) <= 10, intervals
         for got, want in zip(intervals, expected, strict=True):
             assert want - 0.03 <= got <= want + 0.2, (intervals, expected)
         client.send(build_response(bye, 200), bye.source)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import socket
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,14 @@ from typing import Any
 
 import pytest
 from integration.service import Service, start_service
-from integration.sipclient import build_request, new_branch, sdp_offer
+from integration.sipclient import (
+    SipClient,
+    SipMessage,
+    build_request,
+    insecure_tls_context,
+    new_branch,
+    sdp_offer,
+)
 
 from sipua.sip.auth import DigestClient, RetryWith
 from sipua.sip.message import Request, parse_message
@@ -135,3 +143,69 @@ class FakeSession:
     metadata: dict = field(default_factory=dict)
     status: str = "active"
     accepting_calls: bool = True
+
+
+# -- SIP clients from chosen loopback addresses (all of 127.0.0.0/8 is loopback on Linux) ------
+
+
+def sip_client(
+    transport: str,
+    server: tuple[str, int],
+    source_ip: str = "127.0.0.1",
+    *,
+    timeout: float = 5.0,
+    ssl_context: Any = None,
+) -> SipClient:
+    """A :class:`SipClient` whose socket is bound to ``source_ip``: one source per test case."""
+    client = SipClient.__new__(SipClient)
+    client.transport = transport
+    client.server = server
+    client.timeout = timeout
+    client._buffer = bytearray()
+    client.received = []
+    if transport == "udp":
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((source_ip, 0))
+    else:
+        sock = socket.create_connection(server, timeout=timeout, source_address=(source_ip, 0))
+        if transport == "tls":
+            try:
+                sock = (ssl_context or insecure_tls_context()).wrap_socket(sock)
+            except BaseException:
+                sock.close()
+                raise
+    client.sock = sock
+    client.local = sock.getsockname()[:2]
+    return client
+
+
+def options(client: SipClient, *, user_agent: str | None = None, uri: str | None = None) -> bytes:
+    call = client.new_call(uri or f"sip:{client.server[0]}:{client.server[1]}")
+    headers = [("User-Agent", user_agent)] if user_agent else []
+    return build_request(
+        "OPTIONS",
+        call.uri,
+        via=call.via(new_branch()),
+        from_=call.from_,
+        to=f"<{call.uri}>",
+        call_id=call.call_id,
+        cseq=1,
+        headers=headers,
+    )
+
+
+def no_answer(client: SipClient, wait: float = 0.4, call_id: str | None = None) -> bool:
+    """True when nothing (for ``call_id``, when given) arrives within ``wait`` seconds."""
+    try:
+        client.recv_until(lambda m: call_id is None or m.call_id == call_id, wait)
+    except TimeoutError:
+        return True
+    return False
+
+
+def challenge_of(response: SipMessage) -> list[tuple[str, str]]:
+    return [
+        (n, v)
+        for n, v in response.headers
+        if n.lower() in ("www-authenticate", "proxy-authenticate")
+    ]

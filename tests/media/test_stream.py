@@ -143,6 +143,35 @@ async def test_dtmf_sent_is_received_as_digits(engine):
         ours.send_dtmf("12z")
 
 
+async def test_dtmf_on_the_wire(engine):
+    """RFC 4733 §2.5.1: one timestamp per event, growing duration, E three times,
+    audio paused meanwhile and resuming with a timestamp past the event."""
+    ours = await engine.create_stream(app=None)  # sends encoded silence
+    pbx = await RawPeer().open()
+    try:
+        ours.start(params(PCMU, pbx.port))
+        packets = [parse_rtp(await pbx.receive()) for _ in range(2)]
+        done = ours.send_dtmf("4", duration_ms=100)
+        while True:
+            packets.append(parse_rtp(await pbx.receive()))
+            if len(packets) > 3 and packets[-1][0] == 0 and any(p[0] == 101 for p in packets):
+                break
+        await asyncio.wait_for(done, 2)
+    finally:
+        pbx.close()
+    first_event = next(i for i, p in enumerate(packets) if p[0] == 101)
+    before, events, after = packets[first_event - 1], packets[first_event:-1], packets[-1]
+    assert [p[0] for p in events] == [101] * 7
+    assert [p[1] for p in events] == [1, 0, 0, 0, 0, 0, 0]
+    assert len({p[3] for p in events}) == 1
+    seqs = [p[2] for p in (before, *events, after)]
+    assert [(b - a) & 0xFFFF for a, b in zip(seqs, seqs[1:], strict=False)] == [1] * 8
+    event_ts = events[0][3]
+    assert (event_ts - before[3]) & 0xFFFFFFFF == 160
+    assert (after[3] - event_ts) & 0xFFFFFFFF >= 800  # past the 100 ms event
+    assert after[1] == 1  # audio resumes as a new talkspurt
+
+
 async def test_dtmf_from_the_sipp_pcaps_reaches_the_app(engine):
     table = json.loads((DATA / "rfc4733-telephone-event-from-sipp-pcaps.json").read_text())
     probe = ToneProbe()

@@ -98,6 +98,26 @@ def start_service(data_dir: Path, *extra: str, env: dict | None = None) -> Servi
         str(data_dir),
         *extra,
     ]
+    for _ in range(3):
+        try:
+            return _start(cmd, data_dir, stderr_path, full_env)
+        except _PortTaken:
+            # With --sip-port 0 TCP takes the number UDP was given, which another process may
+            # hold for TCP: start again on new ephemeral ports.
+            continue
+    raise AssertionError(f"sipua serve found its ports taken three times:\n{_tail(stderr_path)}")
+
+
+class _PortTaken(Exception):
+    pass
+
+
+def _tail(path: Path) -> str:
+    return path.read_text(errors="replace")[-4000:]
+
+
+def _start(cmd: list[str], data_dir: Path, stderr_path: Path, full_env: dict) -> Service:
+    offset = stderr_path.stat().st_size if stderr_path.exists() else 0
     with open(stderr_path, "ab") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=full_env)
     deadline = time.monotonic() + READY_TIMEOUT
@@ -121,6 +141,11 @@ def start_service(data_dir: Path, *extra: str, env: dict | None = None) -> Servi
     proc.kill()
     code = proc.wait(5)
     proc.stdout.close()
+    with open(stderr_path, "rb") as f:
+        f.seek(offset)
+        this_run = f.read().decode(errors="replace")
+    if code == 1 and "cannot start" in this_run and "already in use" in this_run.lower():
+        raise _PortTaken()
     raise AssertionError(
         f"sipua serve did not become ready (exit status {code}): {line!r}\n"
         f"{stderr_path.read_text(errors='replace')}"

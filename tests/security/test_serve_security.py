@@ -14,7 +14,7 @@ import time
 import pytest
 from integration.sipclient import SipClient, SipMessage, UacCall, new_branch, sdp_offer
 
-from .conftest import API_KEY, answer, challenge_of, no_answer, options, sip_client
+from .conftest import answer, challenge_of, no_answer, options, sip_client
 
 PASSWORD = "correct horse"
 USERS = json.dumps([{"username": "trunk", "password": PASSWORD}])
@@ -23,10 +23,12 @@ USERS = json.dumps([{"username": "trunk", "password": PASSWORD}])
 def final_for(client: SipClient, call: UacCall, timeout: float = 5.0) -> SipMessage:
     """The final response to the INVITE with the call's current CSeq."""
     return client.recv_until(
-        lambda m: not m.is_request
-        and m.status >= 200
-        and m.call_id == call.call_id
-        and m.cseq == (call.cseq, "INVITE"),
+        lambda m: (
+            not m.is_request
+            and m.status >= 200
+            and m.call_id == call.call_id
+            and m.cseq == (call.cseq, "INVITE")
+        ),
         timeout,
     )
 
@@ -102,7 +104,10 @@ def test_calls_need_credentials_and_answers_reveal_nothing(serve):
             assert refused.status == 403
             per_message = {"via", "from", "to", "call-id", "cseq"}
             answers.append(
-                (refused.start, [(n.lower(), v) for n, v in refused.headers if n.lower() not in per_message])
+                (
+                    refused.start,
+                    [(n.lower(), v) for n, v in refused.headers if n.lower() not in per_message],
+                )
             )
     assert answers[0] == answers[1]
 
@@ -142,12 +147,16 @@ def test_api_credentials_and_restart_keep_nonces(serve, tmp_path):
     password = created["password"]
     server = ("127.0.0.1", service.ports["udp"])
     with sip_client("udp", server, "127.0.0.21") as client:
-        call, _, ok = invite_with_credentials(client, session_uri(service, session), "pbx", password)
+        call, _, ok = invite_with_credentials(
+            client, session_uri(service, session), "pbx", password
+        )
         assert ok.status == 200
         hang_up(client, call, ok)
     # From an address outside the credential's networks: refused like a wrong password.
     with sip_client("udp", server, "127.0.0.22") as client:
-        _, _, refused = invite_with_credentials(client, session_uri(service, session), "pbx", password)
+        _, _, refused = invite_with_credentials(
+            client, session_uri(service, session), "pbx", password
+        )
         assert refused.status == 403
 
     # A challenge issued before a restart is still good after it: the secret is on disk.
@@ -161,7 +170,9 @@ def test_api_credentials_and_restart_keep_nonces(serve, tmp_path):
     uri = session_uri(service, session)
     with sip_client("udp", ("127.0.0.1", service.ports["udp"]), "127.0.0.21") as client:
         call = client.new_call(uri)
-        name, value = answer(challenge_of(challenge), "INVITE", uri, username="pbx", password=password)
+        name, value = answer(
+            challenge_of(challenge), "INVITE", uri, username="pbx", password=password
+        )
         client.send(call.invite(headers=[(name, value)]))
         ok = final_for(client, call)
         assert ok.status == 200, ok.start  # not 401: neither stale nor unknown
@@ -235,7 +246,10 @@ def test_failed_authentications_ban_the_source_until_the_ban_ends(serve):
 def test_allowlist_reject_mode_and_tcp_closed_at_accept(serve):
     service = serve(env={"SIPUA_SECURITY__ALLOWLIST": "127.0.0.41/32,::1"})
     udp = ("127.0.0.1", service.ports["udp"])
-    with sip_client("udp", udp, "127.0.0.41") as inside, sip_client("udp", udp, "127.0.0.42") as outside:
+    with (
+        sip_client("udp", udp, "127.0.0.41") as inside,
+        sip_client("udp", udp, "127.0.0.42") as outside,
+    ):
         inside.send(options(inside))
         assert inside.final_response("OPTIONS").status == 200
         outside.send(options(outside))

@@ -8,8 +8,10 @@ The SIP side is a few lines of raw UDP (INVITE, ACK, BYE) so the timing measured
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import socket
+import struct
 import time
 from pathlib import Path
 
@@ -77,7 +79,7 @@ class UdpCaller:
                 continue
             status = int(head.split(" ", 2)[1])
             if status >= 200:
-                return head
+                return data
 
     def call(self, user: str) -> tuple[str, float, str]:
         """Place a call; returns (Call-ID, seconds from INVITE to 200, To tag)."""
@@ -87,8 +89,12 @@ class UdpCaller:
         self.sock.sendto(
             self._request("INVITE", user, call_id, 1, from_tag, body=SDP).encode(), self.target
         )
-        head = self._final(call_id, "INVITE", started + 5)
+        data = self._final(call_id, "INVITE", started + 5)
         latency = time.monotonic() - started
+        head, _, body = data.partition("\r\n\r\n")
+        port = re.search(r"^m=audio (\d+) ", body, re.M)
+        host = re.search(r"^c=IN IP4 (\S+)", body, re.M)
+        self.media = (host.group(1), int(port.group(1))) if host and port else None
         assert head.startswith("SIP/2.0 200"), head
         to_line = next(
             line for line in head.split("\r\n") if line.lower().startswith(("to:", "t:"))
@@ -108,6 +114,18 @@ class UdpCaller:
         )
         head = self._final(call_id, "BYE", time.monotonic() + 5)
         assert head.startswith("SIP/2.0 200"), head
+
+
+def send_rtp(target: tuple[str, int], count: int, skip: int) -> None:
+    """PCMU packets paced at 20 ms (the media clock), one sequence number left out (a loss)."""
+    ssrc = secrets.randbits(32)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 40000 + secrets.randbelow(10000) * 2))
+        for n in range(count):
+            if n != skip:
+                header = struct.pack("!BBHII", 0x80, 0, n + 1, 160 * n, ssrc)
+                sock.sendto(header + b"\xff" * 160, target)
+            time.sleep(0.02)  # pacing, not waiting: RTP is sent on a clock
 
 
 def metric_values(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -153,6 +171,8 @@ def test_hanging_webhook_does_not_delay_calls_and_events_arrive_after_recovery(
     try:
         first, latency1, _ = caller.call(f"session_{sid}")
         assert latency1 < PROMPT
+        assert caller.media is not None
+        send_rtp(caller.media, 40, skip=20)
         # The endpoint now holds the first event's delivery.
         assert receiver.wait_for(lambda rs: len(rs) >= 1, WAIT)
         second, latency2, _ = caller.call(f"session_{sid}")
@@ -219,12 +239,22 @@ def test_hanging_webhook_does_not_delay_calls_and_events_arrive_after_recovery(
         assert m[retries] >= 1
         assert m[("sipua_webhook_deliveries_total", (("status", "delivered"),))] >= 6
         assert m[("sipua_call_duration_seconds_count", (("provider", "sip"),))] == 2
+        assert m[("sipua_call_mos_count", (("provider", "sip"),))] == 1  # the call with media
+        assert m[("sipua_rtp_packets_received_total", (("provider", "sip"),))] >= 10
     ended = next(
         json.loads(r.body)
         for r in receiver.delivered()
         if json.loads(r.body)["type"] == "session.ended"
     )
-    assert [p["provider"]["sip_call_id"] for p in ended["data"]["participants"]] == [first, second]
+    participants = ended["data"]["participants"]
+    assert [p["provider"]["sip_call_id"] for p in participants] == [first, second]
+    # The first call's real media statistics: what arrived, the gap, and an E-model MOS.
+    quality = participants[0]["quality"]
+    assert 10 <= quality["packets_received"] <= 39
+    assert quality["packets_lost"] >= 1
+    assert quality["codec"] == "PCMU"
+    assert 1.0 <= quality["mos"] <= 4.5
+    assert participants[1]["quality"]["packets_received"] == 0
 
     # JSON log lines carry the call's context.
     lines = [json.loads(line) for line in service.stderr().splitlines() if line.startswith("{")]

@@ -83,7 +83,7 @@ def _ua_config(settings: Settings) -> UaConfig:
     sip = settings.sip
     media = settings.media
     return UaConfig(
-        timers=TimerConfig(t1=sip.t1, t2=sip.t2, t4=sip.t4),
+        timers=TimerConfig(t1=sip.t1, t2=sip.t2, t4=sip.t4, l=sip.ack_timeout),
         user_agent=sip.user_agent,
         ringing=sip.ringing,
         answer_delay=sip.answer_delay,

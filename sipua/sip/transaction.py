@@ -26,30 +26,20 @@ import heapq
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 from .builders import make_response
 from .errors import ParseError
-from .ids import MAGIC_COOKIE
+from .ids import new_tag
 from .message import Request, Response
-
-
-class Kind(Enum):
-    INVITE_CLIENT = "ict"
-    NON_INVITE_CLIENT = "nict"
-    INVITE_SERVER = "ist"
-    NON_INVITE_SERVER = "nist"
-
-
-class State(Enum):
-    CALLING = "Calling"
-    TRYING = "Trying"
-    PROCEEDING = "Proceeding"
-    COMPLETED = "Completed"
-    CONFIRMED = "Confirmed"
-    ACCEPTED = "Accepted"
-    TERMINATED = "Terminated"
+from .transaction_fsm import (
+    INITIAL_STATE,
+    TABLES,
+    Kind,
+    State,
+    response_class,
+    rfc3261_branch,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +50,7 @@ class TimerConfig:
     t2: float = 4.0
     t4: float = 5.0
     d: float = 32.0  # Timer D on unreliable transports (> 32 s)
+    l: float | None = None  # noqa: E741 - Timer L (RFC 6026): how long a 2xx waits for its ACK; 64*T1 when None
 
 
 class Transaction:
@@ -209,119 +200,6 @@ Event = (
     | TransactionFailed
 )
 
-# -- transition tables ---------------------------------------------------------
-# Inputs: "1xx", "2xx", "3-6xx" (a received response, or one the user sends on a
-# server transaction: "tu_1xx", "tu_2xx", "tu_3-6xx"), "request" (a retransmitted
-# request), "ack", timers by letter, "transport_error".
-# Actions are method names of TransactionLayer, run in order.
-
-_S = State
-ICT_TABLE: dict[tuple[State, str], tuple[State | None, tuple[str, ...]]] = {
-    (_S.CALLING, "A"): (None, ("resend_request", "backoff_a")),
-    (_S.CALLING, "B"): (_S.TERMINATED, ("report_timeout",)),
-    # Figure 5: Timer B only ends the Calling state. Once the peer answers 1xx the
-    # call may ring for minutes; the user ends it with CANCEL (RFC 3261 §9.1).
-    (_S.CALLING, "1xx"): (_S.PROCEEDING, ("stop_a", "stop_b", "pass_response")),
-    (_S.CALLING, "2xx"): (_S.ACCEPTED, ("stop_a", "stop_b", "pass_response", "start_m")),
-    (_S.CALLING, "3-6xx"): (
-        _S.COMPLETED,
-        ("stop_a", "stop_b", "send_ack", "pass_response", "start_d"),
-    ),
-    (_S.CALLING, "transport_error"): (_S.TERMINATED, ("report_failure",)),
-    (_S.PROCEEDING, "1xx"): (None, ("pass_response",)),
-    (_S.PROCEEDING, "2xx"): (_S.ACCEPTED, ("stop_b", "pass_response", "start_m")),
-    (_S.PROCEEDING, "3-6xx"): (_S.COMPLETED, ("stop_b", "send_ack", "pass_response", "start_d")),
-    (_S.COMPLETED, "3-6xx"): (None, ("resend_ack",)),
-    (_S.COMPLETED, "D"): (_S.TERMINATED, ()),
-    (_S.COMPLETED, "transport_error"): (_S.TERMINATED, ("report_failure",)),
-    # RFC 6026 §7.2: 2xx retransmissions and forked 2xx go to the user, who ACKs them.
-    (_S.ACCEPTED, "2xx"): (None, ("pass_response",)),
-    (_S.ACCEPTED, "M"): (_S.TERMINATED, ()),
-}
-
-NICT_TABLE: dict[tuple[State, str], tuple[State | None, tuple[str, ...]]] = {
-    (_S.TRYING, "E"): (None, ("resend_request", "backoff_e")),
-    (_S.TRYING, "F"): (_S.TERMINATED, ("report_timeout",)),
-    (_S.TRYING, "1xx"): (_S.PROCEEDING, ("pass_response",)),
-    (_S.TRYING, "2xx"): (_S.COMPLETED, ("stop_e", "stop_f", "pass_response", "start_k")),
-    (_S.TRYING, "3-6xx"): (_S.COMPLETED, ("stop_e", "stop_f", "pass_response", "start_k")),
-    (_S.TRYING, "transport_error"): (_S.TERMINATED, ("report_failure",)),
-    (_S.PROCEEDING, "E"): (None, ("resend_request", "backoff_e_t2")),
-    (_S.PROCEEDING, "F"): (_S.TERMINATED, ("report_timeout",)),
-    (_S.PROCEEDING, "1xx"): (None, ("pass_response",)),
-    (_S.PROCEEDING, "2xx"): (_S.COMPLETED, ("stop_e", "stop_f", "pass_response", "start_k")),
-    (_S.PROCEEDING, "3-6xx"): (_S.COMPLETED, ("stop_e", "stop_f", "pass_response", "start_k")),
-    (_S.PROCEEDING, "transport_error"): (_S.TERMINATED, ("report_failure",)),
-    (_S.COMPLETED, "K"): (_S.TERMINATED, ()),
-}
-
-IST_TABLE: dict[tuple[State, str], tuple[State | None, tuple[str, ...]]] = {
-    (_S.PROCEEDING, "request"): (None, ("resend_response",)),
-    (_S.PROCEEDING, "tu_1xx"): (None, ("send_response",)),
-    (_S.PROCEEDING, "tu_2xx"): (_S.ACCEPTED, ("send_response", "start_l", "start_2xx_retransmit")),
-    (_S.PROCEEDING, "tu_3-6xx"): (_S.COMPLETED, ("send_response", "start_g", "start_h")),
-    (_S.PROCEEDING, "transport_error"): (_S.TERMINATED, ("report_failure",)),
-    (_S.COMPLETED, "request"): (None, ("resend_response",)),
-    (_S.COMPLETED, "G"): (None, ("resend_response", "backoff_g")),
-    (_S.COMPLETED, "H"): (_S.TERMINATED, ("report_timeout",)),
-    (_S.COMPLETED, "ack"): (_S.CONFIRMED, ("stop_g", "stop_h", "start_i")),
-    (_S.COMPLETED, "transport_error"): (_S.TERMINATED, ("report_failure",)),
-    (_S.CONFIRMED, "ack"): (None, ()),
-    (_S.CONFIRMED, "request"): (None, ()),
-    (_S.CONFIRMED, "I"): (_S.TERMINATED, ()),
-    # RFC 6026 §7.1: INVITE retransmissions are absorbed, the user's 2xx retransmissions sent.
-    (_S.ACCEPTED, "request"): (None, ()),
-    (_S.ACCEPTED, "tu_2xx"): (None, ("send_response",)),
-    (_S.ACCEPTED, "retransmit_2xx"): (None, ("resend_response", "backoff_2xx")),
-    (_S.ACCEPTED, "2xx_acked"): (None, ("stop_retransmit_2xx",)),
-    (_S.ACCEPTED, "L"): (_S.TERMINATED, ("report_ack_timeout",)),
-}
-
-NIST_TABLE: dict[tuple[State, str], tuple[State | None, tuple[str, ...]]] = {
-    (_S.TRYING, "request"): (None, ()),
-    (_S.TRYING, "tu_1xx"): (_S.PROCEEDING, ("send_response",)),
-    (_S.TRYING, "tu_2xx"): (_S.COMPLETED, ("send_response", "start_j")),
-    (_S.TRYING, "tu_3-6xx"): (_S.COMPLETED, ("send_response", "start_j")),
-    (_S.PROCEEDING, "request"): (None, ("resend_response",)),
-    (_S.PROCEEDING, "tu_1xx"): (None, ("send_response",)),
-    (_S.PROCEEDING, "tu_2xx"): (_S.COMPLETED, ("send_response", "start_j")),
-    (_S.PROCEEDING, "tu_3-6xx"): (_S.COMPLETED, ("send_response", "start_j")),
-    (_S.PROCEEDING, "transport_error"): (_S.TERMINATED, ("report_failure",)),
-    (_S.COMPLETED, "request"): (None, ("resend_response",)),
-    (_S.COMPLETED, "J"): (_S.TERMINATED, ()),
-    # Figure 8: "Trnsprt Err. Inform TU" from Completed as from Proceeding.
-    (_S.COMPLETED, "transport_error"): (_S.TERMINATED, ("report_failure",)),
-}
-
-TABLES = {
-    Kind.INVITE_CLIENT: ICT_TABLE,
-    Kind.NON_INVITE_CLIENT: NICT_TABLE,
-    Kind.INVITE_SERVER: IST_TABLE,
-    Kind.NON_INVITE_SERVER: NIST_TABLE,
-}
-
-_INITIAL = {
-    Kind.INVITE_CLIENT: State.CALLING,
-    Kind.NON_INVITE_CLIENT: State.TRYING,
-    Kind.INVITE_SERVER: State.PROCEEDING,
-    Kind.NON_INVITE_SERVER: State.TRYING,
-}
-
-
-def _response_class(status: int) -> str:
-    if status < 200:
-        return "1xx"
-    if status < 300:
-        return "2xx"
-    return "3-6xx"
-
-
-def _rfc3261_branch(branch: str | None) -> bool:
-    # RFC 4475 §3.2.1: a branch that is only the magic cookie identifies nothing.
-    return (
-        branch is not None and branch.startswith(MAGIC_COOKIE) and len(branch) > len(MAGIC_COOKIE)
-    )
-
 
 class TransactionLayer:
     """All transactions of one SIP element."""
@@ -420,7 +298,7 @@ class TransactionLayer:
     def _server_key(self, request: Request, method: str) -> tuple:
         via = request.top_via
         branch = via.branch
-        if _rfc3261_branch(branch):
+        if rfc3261_branch(branch):
             return (branch, via.sent_by.lower(), method)
         # RFC 3261 §17.2.3, RFC 2543 matching: everything but the To tag of an ACK.
         return (
@@ -439,7 +317,11 @@ class TransactionLayer:
             key = self._server_key(request, "INVITE")
             tx = self.server.get(key)
             if tx is not None and tx.state is not State.ACCEPTED:
-                if key[0] == "2543" and tx.to_tag is not None and request.to.tag != tx.to_tag:
+                if (
+                    key[0] == "2543"
+                    and (tag := self._to_tag(tx)) is not None
+                    and request.to.tag != tag
+                ):
                     tx = None
                 else:
                     self._input(tx, "ack", request, now)
@@ -457,7 +339,7 @@ class TransactionLayer:
             return
         if self.max_transactions is not None and len(self) >= self.max_transactions:
             self.counters["overloaded"] += 1
-            self._respond_statelessly(request, 503, [("Retry-After", "5")])
+            self._respond_statelessly(request, 503, [("Retry-After", "5")], to_tag=new_tag())
             return
         kind = Kind.INVITE_SERVER if method == "INVITE" else Kind.NON_INVITE_SERVER
         tx = self._new(kind, key, request, request.context, reliable)
@@ -470,7 +352,7 @@ class TransactionLayer:
             if other is not None and other.state is not State.TERMINATED:
                 self.counters["merged_requests"] += 1
                 tx.layer_owned = True
-                self.respond(tx, make_response(request, 482), now)
+                self.respond(tx, make_response(request, 482, to_tag=new_tag()), now)
                 return
             tx.merge_key = merge_key
             self._merge[merge_key] = tx
@@ -485,19 +367,23 @@ class TransactionLayer:
         invite = self.server.get(invite_key)
         if invite is None:
             # RFC 3261 §9.2: no matching transaction.
-            self.respond(tx, make_response(request, 481), now)
+            self.respond(tx, make_response(request, 481, to_tag=new_tag()), now)
             return
         # The 200 to the CANCEL carries the To tag of the INVITE's responses.
+        # The 200 to the CANCEL carries the To tag of the INVITE's responses
+        # (RFC 3261 §9.2); the user sets it on the INVITE transaction up front.
+        if self._to_tag(invite) is None:
+            invite.to_tag = new_tag()
         self.respond(tx, make_response(request, 200, to_tag=invite.to_tag), now)
         if invite.state is State.PROCEEDING:
             self._events.append(CancelReceived(request, invite))
 
     def _ack_outside_transaction(self, request: Request, now: float) -> None:
         ack_key = (request.call_id, request.cseq.seq, request.from_.tag, request.to.tag)
-        tx = self._awaiting_ack.pop(ack_key, None)
+        tx = self._awaiting_ack.get(ack_key)
         if tx is not None:
             self._input(tx, "2xx_acked", request, now)
-        elif ack_key[3] is None:
+        else:
             self.counters["stray_acks"] += 1
         self._events.append(AckReceived(request, tx))
 
@@ -509,7 +395,7 @@ class TransactionLayer:
             self.counters["stray_responses"] += 1
             self._events.append(StrayResponseReceived(response))
             return
-        self._input(tx, _response_class(response.status), response, now)
+        self._input(tx, response_class(response.status), response, now)
 
     # -- input: the user ------------------------------------------------------------
 
@@ -524,7 +410,7 @@ class TransactionLayer:
         if method == "ACK":
             raise ValueError("ACK is sent with send_stateless, not in a transaction")
         branch = request.top_via.branch
-        if not _rfc3261_branch(branch):
+        if not rfc3261_branch(branch):
             raise ValueError("client requests need a branch starting with z9hG4bK")
         key = (branch, method)
         if key in self.client:
@@ -557,16 +443,31 @@ class TransactionLayer:
         if transaction.state is State.TERMINATED:
             return False
         status = response.status
-        event = "tu_" + _response_class(status)
+        event = "tu_" + response_class(status)
         table = TABLES[transaction.kind]
         if (transaction.state, event) not in table:
             raise ValueError(
                 f"cannot send {status} in state {transaction.state.value} of {transaction!r}"
             )
-        if status >= 101 and transaction.to_tag is None:
-            transaction.to_tag = response.to.tag
         self._input(transaction, event, response, now)
         return True
+
+    def stop_retransmitting(self, transaction: Transaction, now: float) -> None:
+        """Stop re-sending a 2xx whose ACK will not come (the peer already sent BYE).
+
+        The transaction stays in Accepted, absorbing INVITE retransmissions
+        until Timer L (RFC 6026 §7.1); no AckTimedOut is reported.
+        """
+        self._input(transaction, "2xx_acked", None, now)
+
+    @staticmethod
+    def _to_tag(tx: Transaction) -> str | None:
+        """The To tag of the server transaction's responses, read from them when first needed."""
+        if tx.to_tag is None:
+            response = tx.last_response
+            if response is not None and response.status > 100:
+                tx.to_tag = response.to.tag
+        return tx.to_tag
 
     def send_stateless(self, message: Request | Response, context: Any) -> None:
         """Send outside any transaction: the ACK of a 2xx, or a stateless response."""
@@ -589,7 +490,7 @@ class TransactionLayer:
         self, kind: Kind, key: tuple, request: Request, context: Any, reliable: bool
     ) -> Transaction:
         tx = Transaction(kind, key, request, context, reliable)
-        tx.state = _INITIAL[kind]
+        tx.state = INITIAL_STATE[kind]
         if kind in (Kind.INVITE_SERVER, Kind.NON_INVITE_SERVER):
             self.server[key] = tx
         else:
@@ -629,9 +530,14 @@ class TransactionLayer:
         self._out.append(Outgoing(data, context, message))
 
     def _respond_statelessly(
-        self, request: Request, status: int, headers: list[tuple[str, str]]
+        self,
+        request: Request,
+        status: int,
+        headers: list[tuple[str, str]],
+        to_tag: str | None = None,
     ) -> None:
-        self.send_stateless(make_response(request, status, headers=headers), request.context)
+        response = make_response(request, status, headers=headers, to_tag=to_tag)
+        self.send_stateless(response, request.context)
 
     # actions (named in the tables)
 
@@ -700,7 +606,10 @@ class TransactionLayer:
             self._events.append(AckTimedOut(tx))
 
     def _a_start_2xx_retransmit(self, tx: Transaction, arg: Response, now: float) -> None:
-        tx.ack_key = (tx.request.call_id, tx.request.cseq.seq, tx.request.from_.tag, arg.to.tag)
+        request = tx.request
+        if tx.to_tag is None:
+            tx.to_tag = arg.to.tag
+        tx.ack_key = (request.call_id, request.cseq.seq, request.from_.tag, tx.to_tag)
         self._awaiting_ack[tx.ack_key] = tx
         if not tx.reliable:
             tx.interval = self.timers.t1
@@ -708,6 +617,8 @@ class TransactionLayer:
 
     def _a_stop_retransmit_2xx(self, tx: Transaction, arg: Any, now: float) -> None:
         self._stop(tx, "retransmit_2xx")
+        if tx.ack_key is not None and self._awaiting_ack.get(tx.ack_key) is tx:
+            del self._awaiting_ack[tx.ack_key]
         tx.ack_key = None
 
     def _a_start_g(self, tx: Transaction, arg: Any, now: float) -> None:
@@ -733,7 +644,7 @@ class TransactionLayer:
     _a_start_i = _timer_starter("I", lambda t, r: 0.0 if r else t.t4)
     _a_start_j = _timer_starter("J", lambda t, r: 0.0 if r else 64 * t.t1)
     _a_start_k = _timer_starter("K", lambda t, r: 0.0 if r else t.t4)
-    _a_start_l = _timer_starter("L", lambda t, r: 64 * t.t1)  # RFC 6026
+    _a_start_l = _timer_starter("L", lambda t, r: 64 * t.t1 if t.l is None else t.l)  # RFC 6026
     _a_start_m = _timer_starter("M", lambda t, r: 64 * t.t1)  # RFC 6026
     _a_stop_a = _timer_stopper("A")
     _a_stop_b = _timer_stopper("B")

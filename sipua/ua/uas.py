@@ -271,7 +271,8 @@ class Uas:
                 return
         call = Call(session, request, tx, request.context)
         call.created_at = self.ua.now()
-        call.to_tag = new_tag()  # before any await: a CANCEL's 487 carries it too
+        call.to_tag = new_tag()  # before any await: a CANCEL's 200 and 487 carry it too
+        tx.to_tag = call.to_tag
         tx.user_data = call
         self.calls_by_session.setdefault(call.session_id, set()).add(call)
         try:
@@ -461,6 +462,9 @@ class Uas:
         if method == "BYE":
             self.respond(tx, 200)
             if call is not None:
+                if call.state is CallState.ANSWERED:
+                    # BYE before the ACK: the 2xx need not be re-sent any more.
+                    self.layer.stop_retransmitting(call.invite_tx, self.ua.now())
                 self._end(call, "remote-bye")
         elif method == "INVITE":
             self._reinvite(call, dialog, request, tx)

@@ -16,6 +16,7 @@ from typing import Any
 from sipua.sip.builders import make_response
 from sipua.sip.errors import ParseError
 from sipua.sip.framer import MalformedMessage
+from sipua.sip.ids import new_tag
 from sipua.sip.message import Request, Response, parse_message
 from sipua.sip.offer_answer import MediaPolicy
 from sipua.sip.transaction import (
@@ -190,7 +191,11 @@ class UserAgent:
                 target = peer
             detail = error.detail.replace("\\", "").replace('"', "'")[:200]
             response = make_response(
-                request, error.status, error.reason, headers=[("Warning", f'399 sipua "{detail}"')]
+                request,
+                error.status,
+                error.reason,
+                to_tag=new_tag(),  # RFC 3261 §8.2.6.2
+                headers=[("Warning", f'399 sipua "{detail}"')],
             )
             self.send_message(response, target)
         except Exception:  # noqa: BLE001 - the request is too broken to answer

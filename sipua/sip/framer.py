@@ -81,7 +81,7 @@ class StreamFramer:
         buf = self._buffer
         if self._pending is None:
             # Keep-alives and stray CRLFs between messages (RFC 3261 §7.5).
-            if buf[:1] == b"\r" or buf[:1] == b"\n":
+            if buf and (buf[0] == 13 or buf[0] == 10):  # CR, LF
                 n = _LEADING_CRLF.match(buf).end()  # type: ignore[union-attr]
                 ping = buf.find(b"\r\n\r\n", 0, n)
                 if ping >= 0:

@@ -19,7 +19,29 @@ QUOTED_RE = re.compile(_QUOTED)
 # A parameter value: a token, a host (with ':' and IPv6 brackets) or a quoted string.
 _PVALUE = r"(?:" + _QUOTED + r"|[^\s;,\"<>=]+)"
 _PARAM_RE = re.compile(r"[ \t]*;[ \t]*(" + _TOKEN + r")(?:[ \t]*=[ \t]*(" + _PVALUE + r"))?[ \t]*")
+# Parameters without quotes or LWS, checked whole in one match (the usual case).
+_SIMPLE_PARAMS = re.compile(r"(?:;" + _TOKEN + r"(?:=[^;\"<>=, \t]+)?)+")
 WS = " \t"
+
+# Methods seen every second; a method in this set needs no token check.
+COMMON_METHODS = frozenset(
+    {
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "OPTIONS",
+        "REGISTER",
+        "PRACK",
+        "UPDATE",
+        "INFO",
+        "REFER",
+        "NOTIFY",
+        "SUBSCRIBE",
+        "MESSAGE",
+        "PUBLISH",
+    }
+)
 
 
 def is_token(text: str) -> bool:
@@ -71,10 +93,16 @@ def parse_params(text: str, what: str = "header") -> dict[str, str | None]:
     """
     if not text:
         return {}
+    if _SIMPLE_PARAMS.fullmatch(text) is not None:
+        params: dict[str, str | None] = {}
+        for part in text[1:].split(";"):
+            name, eq, value = part.partition("=")
+            params[name.lower()] = value if eq else None
+        return params
     if '"' not in text and " " not in text and "\t" not in text:
         if text[0] != ";":
             raise ParseError(f"bad {what} parameters: {text!r}", header=what)
-        params: dict[str, str | None] = {}
+        params = {}
         for part in text[1:].split(";"):
             name, eq, value = part.partition("=")
             if not name or (eq and not value) or not TOKEN_RE.fullmatch(name):

@@ -10,6 +10,7 @@ import re
 
 from .errors import ParseError
 from .grammar import (
+    COMMON_METHODS,
     TOKEN_RE,
     WS,
     format_params,
@@ -19,7 +20,7 @@ from .grammar import (
     quote,
     unquote,
 )
-from .uri import Uri, parse_uri
+from .uri import SIP_URI_PATTERN, Uri, parse_uri, sip_uri_from_groups
 
 # RFC 3261 §7.3.3 and the IANA registry of compact forms.
 COMPACT_FORMS = {
@@ -212,8 +213,16 @@ class Via:
         return hash(str(self))
 
 
+_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+# Parameters with no quotes or LWS, valid as a whole (what parse_params accepts on
+# its own fast path).
+_SIMPLE_PARAMS = r"((?:;" + _TOKEN + r"(?:=[^;\"<>=, \t]+)?)*)"
 _VIA_FAST = re.compile(
-    r"SIP/2\.0/([A-Za-z0-9\-.!%*_+`'~]+) (\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_]+)(?::([0-9]{1,5}))?(;[^\s\"]*)?\Z"
+    r"SIP/2\.0/("
+    + _TOKEN
+    + r") (\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_]+)(?::([0-9]{1,5}))?"
+    + _SIMPLE_PARAMS
+    + r"\Z"
 )
 _VIA_RE = re.compile(
     r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*/[ \t]*([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*/[ \t]*"
@@ -228,13 +237,33 @@ def parse_via(value: str) -> Via:
     m = _VIA_FAST.match(value)
     if m is not None:
         transport, host, port, ptext = m.groups()
-        protocol = "SIP/2.0"
-    else:
-        m = _VIA_RE.match(value)
-        if m is None:
-            raise ParseError(f"bad Via {value[:80]!r}", header="via")
-        name, version, transport, host, port, ptext = m.groups()
-        protocol = f"{name}/{version}"
+        via = _new(Via)
+        if port is not None:
+            via.port = int(port)
+            if via.port > 65535:
+                raise ParseError(f"Via port out of range in {value[:80]!r}", header="via")
+        else:
+            via.port = None
+        params: dict[str, str | None] = {}
+        if ptext:
+            for part in ptext[1:].split(";"):
+                name, eq, pvalue = part.partition("=")
+                params[name.lower()] = pvalue if eq else None
+        via.params = params
+        via.protocol = "SIP/2.0"
+        via.transport = transport if transport.isupper() else transport.upper()
+        via.host = host
+        via._text = value
+        return via
+    return _parse_via_general(value)
+
+
+def _parse_via_general(value: str) -> Via:
+    m = _VIA_RE.match(value)
+    if m is None:
+        raise ParseError(f"bad Via {value[:80]!r}", header="via")
+    name, version, transport, host, port, ptext = m.groups()
+    protocol = f"{name}/{version}"
     params = parse_params(ptext, "Via") if ptext else {}
     port_n = None
     if port is not None:
@@ -242,6 +271,9 @@ def parse_via(value: str) -> Via:
         if port_n > 65535:
             raise ParseError(f"Via port out of range in {value[:80]!r}", header="via")
     return Via(transport.upper(), host, port_n, params, protocol, value)
+
+
+_new = object.__new__
 
 
 class NameAddr:
@@ -321,8 +353,37 @@ _DISPLAY_TOKENS = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+(?:[ \t]+[A-Za-z0-9\-.!%*_
 _QUOTED_PREFIX = re.compile(r'"(?:[^"\\]|\\[\x00-\x09\x0b\x0c\x0e-\x7f])*"')
 
 
+# The common shape in one match: a quoted display name without escapes or a run of
+# tokens, a SIP URI in <>, parameters without quotes or LWS. What it accepts parses
+# exactly as on the general path below, with the URI parsed at the same time.
+_NAME_ADDR_FAST = re.compile(
+    r'(?:"([^"\\\r\n]*)"[ \t]*|(' + _TOKEN + r"(?:[ \t]+" + _TOKEN + r")*)[ \t]*)?"
+    r"<(" + SIP_URI_PATTERN + r")>" + _SIMPLE_PARAMS + r"\Z"
+)
+
+
 def parse_name_addr(value: str, header: str = "header", *, allow_star: bool = False) -> NameAddr:
     """One name-addr / addr-spec element with its parameters."""
+    m = _NAME_ADDR_FAST.match(value)
+    if m is not None:
+        quoted, tokens, uri_text, *uri_groups, ptext = m.groups()
+        na = _new(NameAddr)
+        na.display_name = quoted if quoted is not None else tokens
+        na.uri_text = uri_text
+        na._uri = sip_uri_from_groups(uri_text, *uri_groups)
+        params: dict[str, str | None] = {}
+        if ptext:
+            for part in ptext[1:].split(";"):
+                name, eq, pvalue = part.partition("=")
+                params[name.lower()] = pvalue if eq else None
+        na.params = params
+        na.bracketed = True
+        na._text = value
+        return na
+    return _parse_name_addr_general(value, header, allow_star)
+
+
+def _parse_name_addr_general(value: str, header: str, allow_star: bool) -> NameAddr:
     lt = value.find("<")
     if lt >= 0:
         if value[:1] == '"':
@@ -397,6 +458,13 @@ class CSeq:
 
 
 def parse_cseq(value: str) -> CSeq:
+    seq, sp, method = value.partition(" ")
+    if sp and method in COMMON_METHODS and seq.isdigit() and seq.isascii() and len(seq) < 10:
+        return CSeq(int(seq), method)  # fewer than 10 digits: below 2**32
+    return _parse_cseq_general(value)
+
+
+def _parse_cseq_general(value: str) -> CSeq:
     # CSeq = 1*DIGIT LWS Method: only SP/HT separate (str.split() would also split on
     # CR, NBSP and other Unicode spaces).
     parts = value.replace("\t", " ").split(" ")

@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 from .errors import ParseError
-from .grammar import TOKEN_RE, WS, split_commas, split_tokens
+from .grammar import COMMON_METHODS, TOKEN_RE, WS, split_commas, split_tokens
 from .headers import (
     LIST_HEADERS,
     ContentType,
@@ -40,24 +40,7 @@ _CALL_ID_RE = re.compile(r"[!-~]+")  # word [ "@" word ]: visible ASCII, no LWS
 SINGLETON_HEADERS = frozenset({"from", "to", "call-id", "cseq", "max-forwards", "content-length"})
 
 # Methods seen every second; anything else is checked against the token grammar.
-_COMMON_METHODS = frozenset(
-    {
-        "INVITE",
-        "ACK",
-        "BYE",
-        "CANCEL",
-        "OPTIONS",
-        "REGISTER",
-        "PRACK",
-        "UPDATE",
-        "INFO",
-        "REFER",
-        "NOTIFY",
-        "SUBSCRIBE",
-        "MESSAGE",
-        "PUBLISH",
-    }
-)
+_COMMON_METHODS = COMMON_METHODS
 
 
 class Message:
@@ -246,9 +229,13 @@ class Message:
         v = cache.get(key)
         if v is None:
             name = display_name(key)
-            v = cache[key] = [
-                parse_name_addr(e, name, allow_star=allow_star) for e in self.values(key)
-            ]
+            index = self._index
+            lines = (index if index is not None else self._idx()).get(key, ())
+            if len(lines) == 1 and "," not in lines[0]:
+                v = [parse_name_addr(lines[0], name, allow_star=allow_star)]
+            else:
+                v = [parse_name_addr(e, name, allow_star=allow_star) for e in self.values(key)]
+            cache[key] = v
         return v
 
     @property
@@ -266,10 +253,12 @@ class Message:
 
     @property
     def content_length(self) -> int | None:
+        cache = self._cache
+        if "content-length" in cache:
+            return cache["content-length"]
         raw = self._single("content-length")
-        if raw is None:
-            return None
-        return _parse_content_length(raw)
+        v = cache["content-length"] = None if raw is None else _parse_content_length(raw)
+        return v
 
     @property
     def max_forwards(self) -> int | None:
@@ -489,17 +478,12 @@ class _Folded(Exception):
     """The header section has continuation lines: unfold it and start again."""
 
 
-def _lines(head: str) -> list[str]:
-    """The lines of a header section, CRLF or (tolerated) LF ended; a stray CR is an error."""
-    if "\r" in head:
-        lines = head.split("\r\n")
-        n = len(lines) - 1
-        if head.count("\n") == n and head.count("\r") == n:
-            return lines
-    elif "\n" in head:
-        return head.split("\n")
-    else:
-        return [head]
+def _odd_lines(head: str) -> list[str]:
+    """The lines of a header section whose line ends are not all CRLF.
+
+    LF alone is tolerated as a line end (RFC 5118's archive uses it); a CR anywhere
+    but before LF is an error.
+    """
     lines = head.split("\n")
     for i, line in enumerate(lines):
         if line[-1:] == "\r":
@@ -521,7 +505,10 @@ def parse_head(head: str) -> tuple[str, list[tuple[str, str, str]], dict[str, li
 def _parse_head(
     head: str, unfolded: bool = False
 ) -> tuple[str, list[tuple[str, str, str]], dict[str, list[str]]]:
-    lines = _lines(head)
+    lines = head.split("\r\n")
+    n = len(lines) - 1
+    if head.count("\n") != n or head.count("\r") != n:
+        lines = _odd_lines(head)
     fields: list[tuple[str, str, str]] = []
     index: dict[str, list[str]] = {}
     append = fields.append
@@ -552,7 +539,7 @@ def _parse_head(
 
 def parse_request_line(line: str) -> tuple[str, Uri, str]:
     parts = line.split(" ")
-    if len(parts) != 3 or not all(parts):
+    if len(parts) != 3 or "" in parts:
         raise ParseError(f"malformed Request-Line {line[:80]!r}")
     method, uri_text, version = parts
     if version != SIP_VERSION:
@@ -585,7 +572,10 @@ def parse_status_line(line: str) -> tuple[str, int, str]:
 
 def build_message(head: str, body: bytes) -> Request | Response:
     """A message from its decoded header section and its body (already framed)."""
-    start, fields, index = parse_head(head)
+    try:
+        start, fields, index = _parse_head(head)
+    except _Folded:
+        start, fields, index = parse_head(head)
     msg: Request | Response
     if start[:4].upper() == "SIP/":
         version, status, reason = parse_status_line(start)
@@ -636,7 +626,15 @@ def parse_message(data: bytes, *, max_size: int | None = None) -> Request | Resp
     msg = build_message(head_bytes.decode("utf-8", "surrogateescape"), b"")
     cl_lines = msg._index.get("content-length")  # type: ignore[union-attr]
     if cl_lines:
-        length = _content_length_of(cl_lines)
+        if len(cl_lines) == 1:
+            raw = cl_lines[0]
+            if raw.isdigit() and raw.isascii() and len(raw) < 10:
+                length = int(raw)
+            else:
+                length = _parse_content_length(raw)
+            msg._cache["content-length"] = length
+        else:
+            length = _content_length_of(cl_lines)
         if length > len(rest):
             raise ParseError(
                 f"Content-Length {cl_lines[0][:20]} is larger than the {len(rest)} octets received",

@@ -22,6 +22,22 @@ _SIP_RE = re.compile(
     r"(?P<params>;[^?\s<>\"]*)?"
     r"(?:\?(?P<headers>[^\s<>\"]*))?\Z"
 )
+# The common shape, checked in one match: lower-case scheme, user without ':' and an
+# optional password, every parameter already valid. It accepts nothing _SIP_RE and the
+# checks in parse_uri() would refuse, and parses what it accepts the same way; anything
+# else takes the general path, which also words the error.
+_PCHAR = r"[A-Za-z0-9\-.!~*'()%\[\]/:&+$_]+"
+# Seven groups: scheme, user, password, host, port, parameters, headers. Also used
+# inside the name-addr pattern of headers.py.
+SIP_URI_PATTERN = (
+    r"(sips?):"
+    r"(?:([^@\s<>\"\[\]:]+)(?::([^@\s<>\"\[\]]*))?@)?"
+    r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.\-_]*)"
+    r"(?::([0-9]{1,5}))?"
+    r"((?:;" + _PCHAR + r"(?:=" + _PCHAR + r")?)*)"
+    r"(?:\?([^\s<>\"]*))?"
+)
+_SIP_FAST = re.compile(SIP_URI_PATTERN + r"\Z")
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
 _USERINFO_BAD = re.compile(r"[\s<>\"\[\]]")
 _URI_PARAM_RE = re.compile(r"[A-Za-z0-9\-.!~*'()%\[\]/:&+$_]+")
@@ -285,6 +301,54 @@ def _parse_uri_params(text: str) -> dict[str, str | None]:
 
 def parse_uri(text: str) -> Uri:
     """Parse a URI; raise :class:`ParseError` (400) when it is malformed."""
+    m = _SIP_FAST.match(text)
+    if m is not None:
+        uri = sip_uri_from_groups(text, *m.groups())
+        if uri is not None:
+            return uri
+    return _parse_uri_general(text)
+
+
+_new = object.__new__
+
+
+def sip_uri_from_groups(
+    text: str,
+    scheme: str,
+    user: str | None,
+    password: str | None,
+    host: str,
+    port: str | None,
+    ptext: str,
+    headers: str | None,
+) -> SipUri | None:
+    """The SipUri for a match of SIP_URI_PATTERN; None when the port is out of range."""
+    uri = _new(SipUri)
+    if port is not None:
+        port_n = int(port)
+        if port_n > 65535:
+            return None
+        uri.port = port_n
+    else:
+        uri.port = None
+    if ptext:
+        params: dict[str, str | None] = {}
+        for part in ptext[1:].split(";"):
+            name, eq, value = part.partition("=")
+            params[name.lower()] = value if eq else None
+        uri.params = params
+    else:
+        uri.params = {}
+    uri.scheme = scheme
+    uri.user = user
+    uri.password = password
+    uri.host = host
+    uri.headers = headers
+    uri._text = text
+    return uri
+
+
+def _parse_uri_general(text: str) -> Uri:
     m = _SIP_RE.match(text)
     if m is None:
         scheme, colon, rest = text.partition(":")

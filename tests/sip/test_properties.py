@@ -369,3 +369,91 @@ def test_mutated_torture_messages(seed: bytes, ops: list[tuple[int, int, bytes]]
     data = mutate(seed, ops)
     assume(len(data) < 8000)
     exercise(data)
+
+
+# --- fast paths agree with the general grammar --------------------------------------------
+#
+# uri.py and headers.py parse the common shapes with one regular expression each and fall
+# back to the general code for everything else. Both must give the same answer.
+
+
+def _uri_fields(text: str, parse) -> tuple:
+    try:
+        uri = parse(text)
+    except ParseError:
+        return ("error",)
+    return (type(uri).__name__, str(uri), getattr(uri, "user", None), getattr(uri, "password", None),
+            getattr(uri, "host", None), getattr(uri, "port", None), getattr(uri, "params", None),
+            getattr(uri, "headers", None), uri.scheme)  # fmt: skip
+
+
+def _name_addr_fields(text: str, parse) -> tuple:
+    try:
+        na = parse(text)
+    except ParseError:
+        return ("error",)
+    return (na.display_name, na.uri_text, na.params, na.bracketed, str(na),
+            _uri_fields(na.uri_text, lambda _: na.uri))  # fmt: skip
+
+
+def _via_fields(text: str, parse) -> tuple:
+    try:
+        via = parse(text)
+    except ParseError:
+        return ("error",)
+    return (via.protocol, via.transport, via.host, via.port, via.params, str(via))
+
+
+name_addr_texts = st.builds(
+    lambda uri, display, params: str(NameAddr(uri, display, params)),
+    sip_uris(),
+    display_names,
+    header_params,
+)
+via_texts = st.builds(
+    lambda t, h, p, params: str(Via(t, h, p, params)),
+    st.sampled_from(["UDP", "tcp", "TLS"]),
+    hosts,
+    ports,
+    st.dictionaries(
+        tokens, st.one_of(st.none(), st.text(TOKEN, min_size=1, max_size=8)), max_size=3
+    ),
+)
+
+
+def _mutations(base: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    spice = st.sampled_from(list(' \t;:,<>"\\@[]=?%&') + ["SIP:", "sips:", "70000", "\u00e9"])
+    return st.builds(
+        lambda text, pos, piece, cut: (
+            text[: pos % (len(text) + 1)] + piece + text[pos % (len(text) + 1) + cut :]
+        ),
+        base,
+        st.integers(0, 200),
+        spice,
+        st.integers(0, 3),
+    )
+
+
+@FAST
+@given(st.one_of(sip_uris().map(str), _mutations(sip_uris().map(str))))
+def test_uri_fast_path_agrees_with_general(text: str) -> None:
+    from sipua.sip.uri import _parse_uri_general
+
+    assert _uri_fields(text, parse_uri) == _uri_fields(text, _parse_uri_general)
+
+
+@FAST
+@given(st.one_of(name_addr_texts, _mutations(name_addr_texts)))
+def test_name_addr_fast_path_agrees_with_general(text: str) -> None:
+    from sipua.sip.headers import _parse_name_addr_general
+
+    general = _name_addr_fields(text, lambda t: _parse_name_addr_general(t, "To", False))
+    assert _name_addr_fields(text, parse_name_addr) == general
+
+
+@FAST
+@given(st.one_of(via_texts, _mutations(via_texts)))
+def test_via_fast_path_agrees_with_general(text: str) -> None:
+    from sipua.sip.headers import _parse_via_general
+
+    assert _via_fields(text, parse_via) == _via_fields(text, _parse_via_general)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
+from sipua.sip.checks import check_message
 from sipua.sip.errors import ParseError
+from sipua.sip.framer import MalformedMessage, MessageFramed, StreamFramer, frame_all
 from sipua.sip.headers import Via
 from sipua.sip.message import (
     Request,
@@ -507,3 +512,107 @@ def test_salvage_without_via_or_request_line() -> None:
     assert salvage_request(wire("SIP/2.0 200 OK", "Via: SIP/2.0/UDP h")) is None
     assert salvage_request(b"\r\n\r\n") is None
     assert salvage_request(wire("(bad) x y", "Via: SIP/2.0/UDP h")) is None
+
+
+# --- RFC call flows (tests/data/sip/callflows) ------------------------------------------------
+
+CALLFLOWS = Path(__file__).resolve().parent.parent / "data" / "sip" / "callflows"
+
+
+def load_callflow(path: Path) -> list[bytes]:
+    """The messages of one call-flow file, LF converted to CRLF.
+
+    Each file is a YAML list of literal block scalars ("- |+", two-space indent, trailing
+    line breaks kept); this reads that one shape without a YAML library.
+    """
+    lines = path.read_text().split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    blocks: list[list[str]] = []
+    current: list[str] | None = None
+    for line in lines:
+        if line.startswith("- |"):
+            current = []
+            blocks.append(current)
+        elif line.startswith("#"):
+            current = None
+        elif current is not None:
+            current.append(line[2:])
+    return ["".join(f"{line}\r\n" for line in block).encode() for block in blocks]
+
+
+FLOWS = {
+    p.relative_to(CALLFLOWS).as_posix(): load_callflow(p) for p in sorted(CALLFLOWS.rglob("*.yaml"))
+}
+
+
+def test_callflow_files_load() -> None:
+    assert len(FLOWS) == 29  # RFC 3665 (16), 3515 (2), 3327 (2), 4916 (2), 5626 (6), gh-21
+    assert sum(len(m) for m in FLOWS.values()) == 254
+    for messages in FLOWS.values():
+        for data in messages:
+            assert data[:4] == b"SIP/" or re.match(rb"[A-Z]+ \S+ SIP/2\.0\r\n", data), data[:60]
+
+
+@pytest.mark.parametrize("name", sorted(FLOWS))
+def test_callflow_messages(name: str) -> None:
+    """Every message of the RFC call flows is accepted and round-trips.
+
+    The RFC 5626 examples leave out Via, Max-Forwards and other headers ("abbreviated"), so a
+    UAS answers their requests 400 and drops their responses; nothing else is rejected.
+    """
+    messages = [parse_message(data) for data in FLOWS[name]]
+    for i, (data, msg) in enumerate(zip(FLOWS[name], messages, strict=True)):
+        verdict = check_message(data)
+        if "via" not in msg:
+            assert name.startswith("rfc5626/"), (name, i)
+            assert not verdict.accepted and "missing Via" in (verdict.detail or "")
+            continue
+        assert verdict.accepted, (name, i, verdict)
+        msg.validate()
+        assert parse_message(msg.to_bytes()) == msg
+        if msg.content_length is not None:
+            assert len(msg.body) == msg.content_length
+        if isinstance(msg, Response) and name != "gh-21.yaml":
+            # a response answers a request earlier in the same flow
+            key = (msg.call_id, msg.cseq.seq, msg.cseq.method)
+            assert any(
+                isinstance(r, Request) and (r.get("call-id"), r.cseq.seq, r.method) == key
+                for r in messages[:i]
+            ), (name, i)
+
+
+def test_callflow_gh21_contact_list() -> None:
+    (data,) = FLOWS["gh-21.yaml"]
+    msg = parse_message(data)
+    contacts = msg.contact
+    assert [c.params["reg-id"] for c in contacts] == ["1", "2"]
+    assert contacts[0].param("+sip.instance") == "<d79966b435633699badcf12507380d51d4e97eab>"
+    assert contacts[1].param("received") == "sip:e52@78.102.16.243:17127"
+    assert [c.uri.port for c in contacts] == [55497, 17127]
+
+
+def test_callflows_framed_as_one_stream() -> None:
+    """Each flow sent back to back on one connection frames into the same messages.
+
+    A message without Content-Length is reported malformed on a stream. When it has a
+    body, where the next message starts is lost, so the comparison stops there.
+    """
+    compared = 0
+    for messages in FLOWS.values():
+        # A datagram may end without the empty line; on a stream it ends the header section.
+        messages = [m if b"\r\n\r\n" in m else m + b"\r\n" for m in messages]
+        events = frame_all(StreamFramer(), b"".join(messages))
+        for data, event in zip(messages, events, strict=False):
+            expected = parse_message(data)
+            if "content-length" not in expected:
+                assert isinstance(event, MalformedMessage)
+                assert "missing Content-Length" in event.error.detail
+                assert event.message is not None and event.message.call_id == expected.call_id
+                if expected.body:
+                    break
+                assert event.message == expected
+            else:
+                assert isinstance(event, MessageFramed) and event.message == expected
+            compared += 1
+    assert compared > 220

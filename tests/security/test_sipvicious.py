@@ -82,20 +82,28 @@ def test_sipvicious(serve, tmp_path):
     }
 
     started = time.monotonic()
+    # Each tool binds its own local port: svwar's INVITEs are never ACKed, and the 401s
+    # sipua retransmits to them (Timer G) must not reach svcrack as fresh challenges.
     crack = _start(
-        "svcrack", "-u", "trunk", "-d", str(wordlist), "--maximumtime", "2", "-vv",
+        "svcrack", "-P", "5083", "-u", "trunk", "-d", str(wordlist), "--maximumtime", "2", "-vv",
         "127.0.0.1", "-p", str(port["guarded"]),
     )  # fmt: skip
     crack_control = _start(
-        "svcrack", "-u", "trunk", "-d", str(wordlist), "--maximumtime", "2", "-vv",
+        "svcrack", "-P", "5084", "-u", "trunk", "-d", str(wordlist), "--maximumtime", "2", "-vv",
         "127.0.0.1", "-p", str(port["control"]),
     )  # fmt: skip
     map_open = _finish(_start("svmap", "127.0.0.1", "-p", str(port["control"])))
     map_default = _finish(_start("svmap", "127.0.0.1", "-p", str(port["default"])))
-    war = _finish(_start("svwar", "-d", str(extensions), "127.0.0.1", "-p", str(port["control"])))
+    war = _finish(
+        _start(
+            "svwar", "-P", "5081", "-d", str(extensions), "127.0.0.1", "-p", str(port["control"])
+        )
+    )
     war_invite = _finish(
         _start(
             "svwar",
+            "-P",
+            "5082",
             "--force",
             "-m",
             "INVITE",

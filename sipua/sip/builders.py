@@ -104,10 +104,12 @@ def make_response(
         elif key == "record-route" and record_route or key == "timestamp" and status == 100:
             fields.append(field)
     for name, value in headers:
-        fields.append((_header_key(name), name, value))
+        fields.append((_header_key(name), name, _line_safe(value)))
     if content_type is not None:
-        fields.append(("content-type", "Content-Type", content_type))
-    return Response(status, reason if reason is not None else reason_phrase(status), fields, body)
+        fields.append(("content-type", "Content-Type", _line_safe(content_type)))
+    if reason is None:
+        reason = reason_phrase(status)
+    return Response(status, _line_safe(reason), fields, body)
 
 
 def make_request(
@@ -127,6 +129,8 @@ def make_request(
     content_type: str | None = None,
 ) -> Request:
     """A request with the header fields of RFC 3261 §8.1.1, from their wire text."""
+    for value in (method, uri, via, from_, to, call_id, contact or "", *route):
+        _line_safe(value)
     fields = [
         ("via", "Via", via),
         ("max-forwards", "Max-Forwards", str(max_forwards)),
@@ -141,10 +145,17 @@ def make_request(
     if contact is not None:
         fields.append(("contact", "Contact", contact))
     for name, value in headers:
-        fields.append((_header_key(name), name, value))
+        fields.append((_header_key(name), name, _line_safe(value)))
     if content_type is not None:
-        fields.append(("content-type", "Content-Type", content_type))
+        fields.append(("content-type", "Content-Type", _line_safe(content_type)))
     return Request(method, uri, fields, body)
+
+
+def _line_safe(value: str) -> str:
+    """``value``, refused if it holds CR or LF: it would end the header line (injection)."""
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"line break in a header value or reason phrase: {value[:60]!r}")
+    return value
 
 
 def _header_key(name: str) -> str:

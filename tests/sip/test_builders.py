@@ -195,3 +195,28 @@ def test_built_values_parse_as_what_they_are() -> None:
     parsed = parse_message(request.to_bytes())
     parsed.validate()
     assert parsed.top_via.branch.startswith(ids.MAGIC_COOKIE)
+
+
+@pytest.mark.parametrize("evil", ["x\r\nInjected: 1", "x\ny", "x\r"])
+def test_line_breaks_in_values_are_refused(invite: Request, evil: str) -> None:
+    with pytest.raises(ValueError):
+        make_response(invite, 200, headers=[("Subject", evil)])
+    with pytest.raises(ValueError):
+        make_response(invite, 480, evil)
+    with pytest.raises(ValueError):
+        make_response(invite, 200, content_type=evil)
+    with pytest.raises(ValueError):
+        make_request(
+            "OPTIONS",
+            "sip:a@b",
+            via="SIP/2.0/UDP h",
+            from_=evil,
+            to="<sip:a@b>",
+            call_id="c",
+            cseq=1,
+        )
+    with pytest.raises(ValueError):
+        make_request(
+            "OPTIONS", "sip:a@b", via="SIP/2.0/UDP h", from_="<sip:x@y>", to="<sip:a@b>", call_id="c",
+            cseq=1, headers=[("X-A", evil)],
+        )  # fmt: skip

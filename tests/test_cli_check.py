@@ -45,7 +45,7 @@ def test_rejected_request_prints_the_response_it_would_get() -> None:
     assert code == 1
     assert lines == [
         f"{path}: rejected 420 Bad Extension: unsupported extensions required: "
-        "nothingsupportsthis, nothingsupportsthiseither"
+        "nothingSupportsThis, nothingSupportsThisEither"
     ]
     code, lines = run(str(RFC4475 / "unkscm.dat"))
     assert code == 1 and " rejected 416 Unsupported URI Scheme: " in lines[0]
@@ -86,7 +86,7 @@ def test_json_lines() -> None:
     }
     assert records[1]["verdict"] == "rejected" and records[1]["status"] == 420
     assert records[1]["headers"] == {
-        "Unsupported": "nothingsupportsthis, nothingsupportsthiseither"
+        "Unsupported": "nothingSupportsThis, nothingSupportsThisEither"
     }
     assert records[2]["kind"] == "response" and records[2]["discarded"] is True
 

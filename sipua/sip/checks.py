@@ -57,7 +57,15 @@ def inspect_request(
             416, "Unsupported URI Scheme", f"Request-URI scheme {uri.scheme!r} is not supported"
         )
     if request.method not in ("ACK", "CANCEL"):
-        unsupported = [t for t in request.option_tags("require") if t not in option_tags]
+        # RFC 3261 §8.2.2.3: list what Require asks for and we lack (a UAS does not look
+        # at Proxy-Require). Tokens compare case-insensitively (§7.3.1); they are echoed
+        # as the client wrote them.
+        unsupported = []
+        for line in request.get_all("require"):
+            for tag in line.split(","):
+                tag = tag.strip(" \t")
+                if tag and tag.lower() not in option_tags and tag not in unsupported:
+                    unsupported.append(tag)
         if unsupported:
             return Rejection(
                 420,

@@ -73,10 +73,10 @@ def test_schemes_can_be_narrowed() -> None:
 
 
 def test_require_unknown_is_420_listing_only_unknown_require_tags() -> None:
-    data = request("Require: timer, foo", "Require: Bar", "Proxy-Require: baz")
+    data = request("Require: TIMER, foo", "Require: Bar, foo", "Proxy-Require: baz")
     rejection = inspect_request(parse_message(data))
     assert rejection is not None and (rejection.status, rejection.reason) == (420, "Bad Extension")
-    assert rejection.headers == (("Unsupported", "foo, bar"),)
+    assert rejection.headers == (("Unsupported", "foo, Bar"),)
 
 
 def test_require_known_tags_pass_and_tags_configurable() -> None:

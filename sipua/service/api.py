@@ -33,6 +33,7 @@ from sipua.service.models import (
 )
 from sipua.service.sessions import CallInfo, SessionRequestError, SessionService
 from sipua.service.store import StoreError
+from sipua.service.streams import install_streams
 
 __all__ = ["CallInfo", "create_app"]
 
@@ -294,6 +295,8 @@ def create_app(
     app.include_router(events_router())
     app.include_router(metrics_router())
     app.include_router(credentials_router())
+    # /v1/streams/{id} (WebSockets: stream token, not the API key) and the /demo page.
+    install_streams(app, settings, sessions)
 
     @app.get("/healthz", response_model=Health, tags=["health"], summary="Liveness probe")
     async def healthz() -> Health:

@@ -58,12 +58,15 @@ from sipua.service.models import (
 from sipua.service.security_config import SecuritySettings
 
 __all__ = [
+    "BridgeSettings",
     "ConfigError",
     "HttpSettings",
     "MediaSettings",
     "MetricsSettings",
     "Settings",
     "SipSettings",
+    "StreamSettings",
+    "TwilioSettings",
     "WebhookSettings",
     "default_data_dir",
     "load_settings",
@@ -289,6 +292,56 @@ class MetricsSettings(_Section):
     )
 
 
+class StreamSettings(_Section):
+    """Media stream WebSockets: Twilio, Telnyx and browsers (see docs/STREAMS.md)."""
+
+    start_timeout: float = Field(
+        10.0, gt=0, le=120, description="Seconds a provider has to send its 'start' message."
+    )
+    send_ahead_ms: int = Field(
+        60,
+        ge=20,
+        le=1000,
+        description="How far ahead of real time audio may be sent to a stream peer (its "
+        "playout buffer absorbs our jitter); on average it is never sent faster than real time.",
+    )
+    demo: bool = Field(True, description="Serve the browser demo page at /demo.")
+
+
+class TwilioSettings(_Section):
+    """Twilio media streams."""
+
+    auth_token: str | None = Field(
+        None,
+        repr=False,
+        min_length=1,
+        description="The Twilio account's auth token: when set, Twilio stream handshakes must "
+        "carry a valid X-Twilio-Signature.",
+    )
+
+
+class BridgeSettings(_Section):
+    """The ``bridge`` media app: a WebSocket per participant to the session's bridge_url."""
+
+    format: Literal["twilio", "l16"] = Field(
+        "twilio",
+        description="'twilio': Twilio Media Streams messages with μ-law 8 kHz; 'l16': the same "
+        "messages with 16-bit little-endian PCM at 16 kHz.",
+    )
+    fallback: Literal["hangup", "continue", "echo"] = Field(
+        "hangup",
+        description="When the backend is gone for good: hang up the participant, continue "
+        "(silence), or echo the participant's audio.",
+    )
+    connect_timeout: float = Field(5.0, gt=0, le=60, description="Seconds per connection attempt.")
+    reconnect_attempts: int = Field(
+        2, ge=0, le=10, description="Reconnections after the backend closes or fails."
+    )
+    reconnect_backoff: float = Field(
+        0.5, ge=0, le=30, description="Seconds before the first reconnection; doubles after."
+    )
+
+
 # The TOML layer of the settings being built by load_settings(); a context variable keeps
 # concurrent loads (threads, tasks) apart without changing how Settings() itself behaves.
 _toml_layer: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
@@ -341,6 +394,9 @@ class Settings(BaseSettings):
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
+    streams: StreamSettings = Field(default_factory=StreamSettings)
+    twilio: TwilioSettings = Field(default_factory=TwilioSettings)
+    bridge: BridgeSettings = Field(default_factory=BridgeSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -13,9 +13,32 @@ from sipua.sip.rtp_params import RtpParameters
 from sipua.ua.events import EventBus
 from sipua.ua.media import HeldPortsBackend, MediaBackend
 
+from . import bridge as _bridge  # noqa: F401  (registers the "bridge" media app)
 from .config import Settings
 
 log = logging.getLogger(__name__)
+
+
+def app_for_session(settings: Settings, session: Any, leg_id: str) -> MediaApp:
+    """A new instance of the media application ``session`` asks for, for one participant.
+
+    Used for SIP legs here and for WebSocket stream participants (``sipua.service.streams``).
+    """
+    media = getattr(session, "media", None)
+    name = getattr(media, "app", None) or settings.media.default_app
+    name = getattr(name, "value", name)
+    data_dir = Path(settings.data_dir)
+    if name == "record":
+        return get_app("record", directory=data_dir / "recordings" / session.id)
+    if name == "play":
+        play_file = getattr(media, "play_file", None)
+        source = str(data_dir / "media" / play_file) if play_file else "tone:440"
+        return get_app("play", source=source)
+    if name == "bridge":
+        return get_app(
+            "bridge", url=getattr(media, "bridge_url", None), session=session, leg_id=leg_id
+        )
+    return get_app(name)
 
 
 class EngineLeg:
@@ -50,19 +73,7 @@ class EngineBackend:
         self._closing: set[asyncio.Task] = set()
 
     def app_for(self, session: Any, leg_id: str) -> MediaApp:
-        media = getattr(session, "media", None)
-        name = getattr(media, "app", None) or self.settings.media.default_app
-        name = getattr(name, "value", name)
-        data_dir = Path(self.settings.data_dir)
-        if name == "record":
-            return get_app("record", directory=data_dir / "recordings" / session.id)
-        if name == "play":
-            play_file = getattr(media, "play_file", None)
-            source = str(data_dir / "media" / play_file) if play_file else "tone:440"
-            return get_app("play", source=source)
-        if name == "bridge":
-            return get_app("bridge", url=getattr(media, "bridge_url", None), session=session, leg_id=leg_id)
-        return get_app(name)
+        return app_for_session(self.settings, session, leg_id)
 
     async def open_leg(self, session: Any, leg_id: str, on_event: Any = None) -> EngineLeg:
         app = self.app_for(session, leg_id)

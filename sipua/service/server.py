@@ -24,6 +24,7 @@ from sipua.ua.events import EventBus
 
 from .api import create_app
 from .apikey import ensure_api_key
+from .bridge import configure_bridge
 from .config import Settings
 from .events import EventPublisher
 from .events_store import EventStore, open_event_store
@@ -61,8 +62,12 @@ class RunningService:
     event_store: EventStore | None = None
     metrics: Metrics | None = None
     security: SecurityRuntime | None = None
+    streams: Any = None  # sipua.service.streams.StreamHub
 
     async def stop(self) -> None:
+        if self.streams is not None:
+            # Stream participants leave first, reported like the SIP calls hung up below.
+            await self.streams.close_all("shutdown")
         self.http.should_exit = True
         with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(asyncio.shield(self.http_task), 5.0)
@@ -196,6 +201,12 @@ async def start_service(settings: Settings) -> RunningService:
     app.state.metrics = metrics  # stream_connected()/stream_disconnected()
     app.state.sip_credentials = security.directory  # /v1/sip-credentials
     app.state.sip_security = security.gate  # /v1/sip-security
+    # Media streams (Twilio, Telnyx, browsers) tick on the SIP media engine's clock; the bridge
+    # app reports to the event log and can hang up SIP legs.
+    engine = getattr(media, "engine", None)
+    if engine is not None:
+        app.state.streams.use_clock(engine.clock)
+    configure_bridge(events=events, hangup_leg=_leg_hangup(ua), settings=settings)
     config = uvicorn.Config(
         app,
         log_config=None,
@@ -222,7 +233,22 @@ async def start_service(settings: Settings) -> RunningService:
         event_store=event_store,
         metrics=metrics,
         security=security,
+        streams=app.state.streams,
     )
+
+
+def _leg_hangup(ua: UserAgent) -> Any:
+    """``(session_id, leg_id, reason) -> found``: hang up one SIP leg (the bridge's fallback)."""
+
+    def hangup(session_id: str, leg_id: str, reason: str) -> bool:
+        for call in list(ua.uas.calls_by_session.get(session_id, ())):
+            if call.id == leg_id:
+                ua.uas.hangup(call, reason)
+                ua.after_user_action()
+                return True
+        return False
+
+    return hangup
 
 
 async def serve(settings: Settings) -> None:

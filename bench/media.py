@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import multiprocessing as mp
 import os
 import struct
@@ -84,11 +85,22 @@ async def _engine(
                 srtp_remote=CryptoParams(1, SUITE, theirs) if srtp else None,
             )
         )
+    gc_pauses: list[tuple[int, float]] = []
+    gc_started = [0.0]
+
+    def on_gc(phase: str, info: dict) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        else:
+            gc_pauses.append((info["generation"], time.perf_counter() - gc_started[0]))
+
     conn.send("ready")
     await loop.run_in_executor(None, conn.recv)  # "go"
+    gc.callbacks.append(on_gc)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     await loop.run_in_executor(None, conn.recv)  # "stop"
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    gc.callbacks.remove(on_gc)
     totals: dict[str, int] = {}
     for stream in streams:
         for key, value in stream.stats().items():
@@ -98,8 +110,21 @@ async def _engine(
                 and key not in ("ssrc", "remote_ssrc", "local_port", "payload_type")
             ):
                 totals[key] = totals.get(key, 0) + value
+    gc_report = {
+        f"gen{g}": (
+            sum(1 for gen, _ in gc_pauses if gen == g),
+            round(1000 * max((d for gen, d in gc_pauses if gen == g), default=0.0), 2),
+        )
+        for g in (0, 1, 2)
+    }
     conn.send(
-        {"cpu": cpu, "wall": wall, "totals": totals, "clock_skipped": engine.clock.ticks_skipped}
+        {
+            "cpu": cpu,
+            "wall": wall,
+            "totals": totals,
+            "clock_skipped": engine.clock.ticks_skipped,
+            "gc": gc_report,
+        }
     )
     await engine.close()
 
@@ -306,6 +331,7 @@ async def generate(args) -> dict:
             )
         },
         "engine_clock_ticks_skipped": report["clock_skipped"],
+        "engine_gc_runs_and_max_pause_ms": report["gc"],
         "bad_or_duplicate_echoes": bench.bad + bench.duplicates,
     }
 

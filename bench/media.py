@@ -96,6 +96,8 @@ async def _engine(
 
     conn.send("ready")
     await loop.run_in_executor(None, conn.recv)  # "go"
+    engine.clock.max_lateness = 0.0
+    engine.clock.late_wakeups = 0
     gc.callbacks.append(on_gc)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     await loop.run_in_executor(None, conn.recv)  # "stop"
@@ -123,6 +125,8 @@ async def _engine(
             "wall": wall,
             "totals": totals,
             "clock_skipped": engine.clock.ticks_skipped,
+            "clock_max_lateness_ms": round(1000 * engine.clock.max_lateness, 2),
+            "clock_late_wakeups": engine.clock.late_wakeups,
             "gc": gc_report,
         }
     )
@@ -331,6 +335,8 @@ async def generate(args) -> dict:
             )
         },
         "engine_clock_ticks_skipped": report["clock_skipped"],
+        "engine_loop_lag_max_ms": report["clock_max_lateness_ms"],
+        "engine_wakeups_over_20ms_late": report["clock_late_wakeups"],
         "engine_gc_runs_and_max_pause_ms": report["gc"],
         "bad_or_duplicate_echoes": bench.bad + bench.duplicates,
     }

@@ -42,6 +42,8 @@ class MediaClock:
         self.ticks_run = 0
         self.ticks_skipped = 0
         self.callback_errors = 0
+        self.max_lateness = 0.0  # worst delay of a timer wake-up (event loop lag), seconds
+        self.late_wakeups = 0  # wake-ups later than one interval
 
     # -- time ---------------------------------------------------------------
 
@@ -110,6 +112,11 @@ class MediaClock:
         loop = self.loop
         now = loop.time()
         first = self._next_tick
+        lateness = now - self.time_of(first)
+        if lateness > self.max_lateness:
+            self.max_lateness = lateness
+        if lateness > self.interval:
+            self.late_wakeups += 1
         # The last tick whose time has come; the loop may fire a handle up to its
         # clock resolution early, so the tick we were armed for counts as due.
         due = max(int((now - self._origin) / self.interval + 1e-6), first)

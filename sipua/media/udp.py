@@ -12,8 +12,8 @@ Two ways to get there, picked per event loop (measured with bench/media.py,
   these in C and they were ~15 % cheaper than the reader there; also the only
   option on loops without ``add_reader`` (the Windows proactor loop).
 
-Media is loss-tolerant: a datagram the kernel will not take right now
-(``EAGAIN``) is dropped and counted, never queued behind later audio.
+Media is loss-tolerant: the reader drops (and counts) a datagram the kernel
+will not take right now (``EAGAIN``) rather than queue it behind later audio.
 """
 
 from __future__ import annotations

@@ -389,14 +389,21 @@ class SecurityGate:
                 # The dialog was set up by a request that passed this gate.
                 self.counters["in_dialog_allowed"] += 1
                 return ALLOW
-        session = self._session_for(request)
+        resolved: list[Any] = []
+
+        def session() -> Any:
+            """The session the Request-URI names, looked up once and only when needed."""
+            if not resolved:
+                resolved.append(self._session_for(request))
+            return resolved[0]
+
         identity: str | None = None
         if policy.auth_required and request.method not in policy.unauthenticated_methods:
             decision, record = self._authenticate(request, ip, transport, now, session)
             if record is None:
                 return decision
             identity = record.username
-        if request.method == "INVITE" and transport != "tls" and _requires_tls(session):
+        if request.method == "INVITE" and transport != "tls" and _requires_tls(session()):
             # RFC 5630 §5.1.2: a UAS that requires SIPS answers a SIP request with 480 and
             # warn-code 381. The session wants TLS signalling and SRTP together, so a call
             # over UDP or TCP is refused here instead of failing later at offer/answer.
@@ -468,7 +475,7 @@ class SecurityGate:
             return None
 
     def _authenticate(
-        self, request: Request, ip: str, transport: str, now: float, session: Any
+        self, request: Request, ip: str, transport: str, now: float, session: Callable[[], Any]
     ) -> tuple[Decision, CredentialRecord | None]:
         authenticator = self.authenticator
         assert authenticator is not None
@@ -478,7 +485,8 @@ class SecurityGate:
         if kind is Verdict.OK:
             record = verdict.record
             assert record is not None
-            if record.allows_session(session):
+            # Only after the right password: the lookup's cost tells nothing about users.
+            if not record.scoped or record.allows_session(session()):
                 self.counters["auth_ok"] += 1
                 return ALLOW, record
             # Out of scope fails as a wrong password does: no oracle for good credentials.

@@ -93,13 +93,15 @@ async def serve_stream(websocket: WebSocket, session_id: str) -> None:
     query = dict(websocket.query_params)
     provider_hint = query.get("provider", "").lower() or ("browser" if "token" in query else "")
     protocol: StreamProtocol | None = None
-    session: Any = None
     try:
         protocol = await _negotiate(websocket, session_id, query, provider_hint, hub)
         if protocol is None:
             return  # the peer went away before saying anything useful
         _check_signature(websocket, session_id, protocol, hub)
         session = hub.admit(session_id, protocol)
+        if protocol.refusal is not None:
+            protocol.refusal.session = session
+            raise protocol.refusal
     except StreamRefused as refusal:
         provider = protocol.provider if protocol is not None else (provider_hint or "unknown")
         log.warning(
@@ -109,7 +111,8 @@ async def serve_stream(websocket: WebSocket, session_id: str) -> None:
             f" ({refusal.detail})" if refusal.detail else "",
             extra=_context(session_id, provider, websocket),
         )
-        if session is not None and protocol is not None:
+        if refusal.session is not None and protocol is not None:
+            # Only for the token's holder: strangers must not fill a customer's event log.
             _publish_failed(websocket, session_id, protocol, refusal.reason)
         await _close(websocket, refusal.code, refusal.reason)
         return

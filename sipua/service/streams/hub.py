@@ -72,7 +72,8 @@ class StreamHub:
         self.settings = settings
         self.sessions = sessions
         self._clock = clock
-        self._app_factory = app_factory
+        #: ``(settings, session, participant_id) -> MediaApp``; None: the session's own app.
+        self.app_factory = app_factory
         self._live: dict[str, set[LiveStream]] = {}
         self._live_keys: dict[tuple[str, str], LiveStream] = {}
         self._used: OrderedDict[tuple[str, str], None] = OrderedDict()
@@ -92,8 +93,8 @@ class StreamHub:
 
     def app_for(self, session: Any, participant_id: str) -> MediaApp:
         """A new instance of the session's media application for one participant."""
-        if self._app_factory is not None:
-            return self._app_factory(self.settings, session, participant_id)
+        if self.app_factory is not None:
+            return self.app_factory(self.settings, session, participant_id)
         from sipua.service.media_backend import app_for_session  # late: it imports the bridge
 
         return app_for_session(self.settings, session, participant_id)
@@ -115,20 +116,20 @@ class StreamHub:
         ):
             raise self._refuse(CLOSE_INVALID_TOKEN, "invalid-token")
         if not session.accepting_calls:
-            raise self._refuse(CLOSE_ENDED, "session-ended")
+            raise self._refuse(CLOSE_ENDED, "session-ended", session)
         provider = protocol.provider
         if protocol.once_key and (provider, protocol.once_key) in self._used:
-            raise self._refuse(CLOSE_IN_USE, "stream-reused")
+            raise self._refuse(CLOSE_IN_USE, "stream-reused", session)
         if protocol.live_key and (provider, protocol.live_key) in self._live_keys:
-            raise self._refuse(CLOSE_IN_USE, "call-has-stream")
+            raise self._refuse(CLOSE_IN_USE, "call-has-stream", session)
         limit = self.settings.sip.max_calls_per_session
         if len(self._live.get(session_id, ())) >= limit:
-            raise self._refuse(CLOSE_TOO_MANY, "too-many-streams")
+            raise self._refuse(CLOSE_TOO_MANY, "too-many-streams", session)
         return session
 
-    def _refuse(self, code: int, reason: str) -> StreamRefused:
+    def _refuse(self, code: int, reason: str, session: Any = None) -> StreamRefused:
         self.refused[reason] = self.refused.get(reason, 0) + 1
-        return StreamRefused(code, reason)
+        return StreamRefused(code, reason, session=session)
 
     def register(self, stream: LiveStream) -> None:
         protocol = stream.protocol

@@ -60,11 +60,13 @@ class StreamRefused(Exception):
     ``session.provider.failed`` event.
     """
 
-    def __init__(self, code: int, reason: str, detail: str = "") -> None:
+    def __init__(self, code: int, reason: str, detail: str = "", *, session: Any = None) -> None:
         super().__init__(f"{code} {reason}" + (f": {detail}" if detail else ""))
         self.code = code
         self.reason = reason
         self.detail = detail
+        #: The session, when the refusal came after its token was verified (else None).
+        self.session = session
 
 
 class StreamControl:
@@ -104,6 +106,9 @@ class StreamProtocol:
     once_key: str | None = None
     inbound_format: WireFormat
     outbound_format: WireFormat
+    #: A refusal found while reading the peer's first messages (an unsupported audio format),
+    #: raised only after the token is checked, so the token's holder gets an event about it.
+    refusal: StreamRefused | None = None
 
     def event_data(self) -> dict[str, Any]:
         """Extra ``data`` for this participant's events (codec, tracks …)."""

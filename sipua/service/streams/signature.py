@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 __all__ = ["candidate_urls", "twilio_signature", "valid_twilio_signature"]
 
-_SWAP = {"ws": "http", "wss": "https", "http": "ws", "https": "wss"}
+_SCHEMES = ("wss", "https", "ws", "http")
 
 
 def twilio_signature(auth_token: str, url: str, params: Mapping[str, str] | None = None) -> str:
@@ -29,16 +29,17 @@ def twilio_signature(auth_token: str, url: str, params: Mapping[str, str] | None
 
 
 def candidate_urls(urls: Iterable[str]) -> list[str]:
-    """Each URL as given, and with its scheme spelled the other way (``wss`` <-> ``https``)."""
+    """Each URL as given, then with each other scheme (a TLS proxy in front of us turns
+    ``wss`` into ``ws``; some tools spell the handshake URL ``https``). The signature still
+    binds the host, path and query."""
     out: list[str] = []
     for url in urls:
         if not url:
             continue
         parts = urlsplit(url)
         variants = [url]
-        other = _SWAP.get(parts.scheme)
-        if other:
-            variants.append(urlunsplit(parts._replace(scheme=other)))
+        if parts.scheme in _SCHEMES:
+            variants += [urlunsplit(parts._replace(scheme=s)) for s in _SCHEMES]
         for variant in variants:
             if variant not in out:
                 out.append(variant)

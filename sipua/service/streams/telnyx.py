@@ -73,6 +73,7 @@ class TelnyxStream(StreamProtocol):
         fmt = body.get("media_format")
         fmt = fmt if isinstance(fmt, Mapping) else {}
         channels = _int(fmt.get("channels", 1))
+        self.inbound_format = self.outbound_format = wire_format("PCMU")
         try:
             if channels not in (1, None):
                 raise UnsupportedFormat(f"{channels} channels (only mono is supported)")
@@ -90,7 +91,7 @@ class TelnyxStream(StreamProtocol):
             else:
                 self.outbound_format = self.inbound_format
         except UnsupportedFormat as exc:
-            raise StreamRefused(CLOSE_BAD_REQUEST, "unsupported-format", str(exc)) from None
+            self.refusal = StreamRefused(CLOSE_BAD_REQUEST, "unsupported-format", str(exc))
         connected_token = connected.get(AUTH_TOKEN_FIELD) if connected else None
         self.token = (
             self.custom_parameters.get("token")

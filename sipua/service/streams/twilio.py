@@ -192,14 +192,14 @@ class TwilioStream(StreamProtocol):
         self.tracks = [str(t) for t in tracks] if isinstance(tracks, list) else ["inbound"]
         fmt = body.get("mediaFormat")
         fmt = fmt if isinstance(fmt, Mapping) else {}
+        # Twilio plays back only μ-law 8 kHz.
+        self.inbound_format = self.outbound_format = MULAW_8K
         try:
             self.inbound_format = wire_format(
                 fmt.get("encoding", "audio/x-mulaw"), fmt.get("sampleRate", 8000)
             )
         except UnsupportedFormat as exc:
-            raise StreamRefused(CLOSE_BAD_REQUEST, "unsupported-format", str(exc)) from None
-        # Twilio plays back only μ-law 8 kHz.
-        self.outbound_format = MULAW_8K
+            self.refusal = StreamRefused(CLOSE_BAD_REQUEST, "unsupported-format", str(exc))
         self.token = self.custom_parameters.get("token")
         self.provider_ids = {
             "call_sid": self.call_sid or self.stream_sid,

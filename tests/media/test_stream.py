@@ -259,6 +259,25 @@ async def test_first_packet_and_first_after_silence_carry_the_marker(engine):
         pbx.close()
 
 
+async def test_clear_drops_queued_audio_for_barge_in(engine):
+    ours = await engine.create_stream(app=None)  # silence when nothing is queued
+    pbx = await RawPeer().open()
+    try:
+        ours.start(params(PCMU, pbx.port))
+        ours.participant.send_audio(tone(1000, 5.0, 16000))
+        assert ours.participant.queued_ms == pytest.approx(5000)
+        for _ in range(5):
+            packet = await pbx.receive()
+        assert packet[12:] != b"\xff" * 160  # the tone is playing
+        ours.participant.clear()
+        assert ours.participant.queued_ms == 0
+        # After what the encoder still holds, only silence follows.
+        tail = [await pbx.receive() for _ in range(6)]
+        assert all(p[12:] == b"\xff" * 160 for p in tail[2:])
+    finally:
+        pbx.close()
+
+
 async def test_relay_repacketises_with_our_ssrc_seq_and_timestamps(engine):
     ours = await engine.create_stream(app=EchoApp())
     pbx = await RawPeer().open()

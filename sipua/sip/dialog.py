@@ -16,7 +16,7 @@ from enum import Enum
 from .checks import Rejection
 from .errors import ParseError
 from .grammar import QUOTED_RE, WS
-from .headers import parse_name_addr
+from .headers import NameAddr, parse_name_addr
 from .message import Request, Response
 from .uri import SipUri, Uri
 
@@ -30,18 +30,23 @@ class DialogState(Enum):
     TERMINATED = "terminated"
 
 
-def _strip_tag(value: str) -> str:
+def _strip_tag(value: str, addr: NameAddr | None = None) -> str:
     """A From/To value without its tag parameter; other parameters are kept as written.
 
     LWS may surround the ``;`` and ``=`` of a parameter (RFC 3261 §25.1 SEMI,
-    EQUAL), so ``<sip:a@b> ; tag = 7`` carries a tag as well.
+    EQUAL), so ``<sip:a@b> ; tag = 7`` carries a tag as well. ``addr`` is the
+    value already parsed, when the caller has it.
     """
-    try:
-        addr = parse_name_addr(value)
-    except ParseError:
-        return value  # not a name-addr: nothing we could strip a tag from
-    if "tag" not in addr.params:
+    if addr is None:
+        try:
+            addr = parse_name_addr(value)
+        except ParseError:
+            return value  # not a name-addr: nothing we could strip a tag from
+    tag = addr.params.get("tag", False)
+    if tag is False:
         return value
+    if tag and value.endswith(f";tag={tag}") and (addr.bracketed or value.count(";") == 1):
+        return value[: -len(tag) - 5]  # the usual spelling, last
     if addr.bracketed:
         start = 0
         if value[:1] == '"':
@@ -161,8 +166,8 @@ class Dialog:
             call_id=request.call_id,
             local_tag=local_tag,
             remote_tag=request.from_.tag,
-            local_uri=_strip_tag(request.get("to") or ""),
-            remote_uri=_strip_tag(request.get("from") or ""),
+            local_uri=_strip_tag(request.get("to") or "", request.to),
+            remote_uri=_strip_tag(request.get("from") or "", request.from_),
             remote_target=contacts[0].uri,
             route_set=request.values("record-route"),
             local_seq=None,
@@ -185,8 +190,8 @@ class Dialog:
             call_id=request.call_id,
             local_tag=request.from_.tag or "",
             remote_tag=response.to.tag,
-            local_uri=_strip_tag(request.get("from") or ""),
-            remote_uri=_strip_tag(request.get("to") or ""),
+            local_uri=_strip_tag(request.get("from") or "", request.from_),
+            remote_uri=_strip_tag(request.get("to") or "", request.to),
             remote_target=contacts[0].uri,
             route_set=list(reversed(response.values("record-route"))),
             local_seq=request.cseq.seq,

@@ -473,14 +473,17 @@ def _answer_audio(
     conn = _connection(offer, media, policy)
 
     offered = media.rtp_codecs()
-    match = next(
-        (
-            (known, found)
-            for known in policy.known_codecs()
-            if (found := next((c for c in offered if known.matches(c)), None)) is not None
-        ),
-        None,
-    )
+    common = [
+        (known, found)
+        for known in policy.known_codecs()
+        if (found := next((c for c in offered if known.matches(c)), None)) is not None
+    ]
+    match = common[0] if common else None
+    if policy.dtmf and match is not None and _telephone_event(offered, match[0].clock_rate) is None:
+        # RFC 4733 events must share the codec's clock. A peer that offers Opus but
+        # telephone-event only at 8000 gets a narrowband codec with DTMF rather than
+        # Opus without it: a voice agent that cannot hear key presses is broken.
+        match = next((m for m in common if _telephone_event(offered, m[0].clock_rate)), match)
     if match is None:
         raise _reject(
             policy,

@@ -127,10 +127,20 @@ def test_pcmu_preferred_gets_telephone_event_at_8000():
     assert sdp.media[0].formats == ("0", "101")
 
 
-def test_opus_offer_with_only_8000_telephone_event_gets_no_dtmf():
+def test_opus_offer_with_only_8000_telephone_event_prefers_a_codec_with_dtmf():
     # MicroSIP's real offer: opus/48000/2 and telephone-event/8000 only. Events at
-    # 8000 cannot share a 48 kHz stream's timestamps, so DTMF is not negotiated.
+    # 8000 cannot share a 48 kHz stream's timestamps (RFC 4733 §2.1), so a codec at
+    # 8000 is chosen: a voice agent must hear key presses.
     sdp, params = do_answer(load("voipshark-pcmu-f62-invite-microsip-offer.sdp"))
+    assert params.codec.clock_rate == 8000 and params.codec.name in ("G722", "PCMU", "PCMA")
+    assert params.dtmf is not None and params.dtmf.clock_rate == 8000
+    assert str(params.dtmf.payload_type) in sdp.media[0].formats
+
+
+def test_opus_offer_with_only_8000_telephone_event_keeps_opus_without_dtmf_policy():
+    sdp, params = do_answer(
+        load("voipshark-pcmu-f62-invite-microsip-offer.sdp"), MediaPolicy(dtmf=False)
+    )
     assert params.codec.name == "opus" and params.codec.payload_type == 123
     assert params.dtmf is None
     assert sdp.media[0].formats == ("123",)
@@ -482,7 +492,8 @@ def test_sdes_offer_from_capture_picks_first_supported_in_offer_order():
     assert params.srtp_remote.tag == 3
     assert params.secure
     assert not any(a.name in ("fingerprint", "setup") for a in media.attributes)
-    assert params.codec.name == "opus"
+    # Opus is offered with telephone-event at 8000 only: a codec that can carry DTMF wins.
+    assert params.codec.clock_rate == 8000 and params.dtmf is not None
 
 
 def test_sdes_asterisk_offer():

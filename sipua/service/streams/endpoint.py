@@ -375,7 +375,8 @@ class StreamConnection(StreamControl):
                         "remote": self._remote,
                         "reason": reason,
                         "duration_s": round(duration, 3),
-                        "stats": stats,
+                        "stats": stats,  # -> "quality" (the figures every participant has)
+                        "stream": stats,  # everything: frames in/out, marks, reordering …
                     },
                 )
                 if self.metrics is not None:

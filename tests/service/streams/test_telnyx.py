@@ -21,7 +21,7 @@ from .audio import (
     ulaw_decode,
     ulaw_encode,
 )
-from .conftest import WAIT, StreamServer, closed_with, recv_json
+from .harness import WAIT, StreamServer, closed_with, recv_json
 from .peers import TelnyxPeer
 
 

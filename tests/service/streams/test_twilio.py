@@ -16,7 +16,7 @@ from sipua.media.apps import MediaApp
 from sipua.service.streams.signature import twilio_signature
 
 from .audio import dominant_frequency, tone, ulaw_decode, ulaw_encode
-from .conftest import WAIT, StreamServer, closed_with, recv_json
+from .harness import WAIT, StreamServer, closed_with, recv_json
 from .peers import TwilioPeer
 
 

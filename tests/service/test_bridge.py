@@ -25,13 +25,10 @@ from tests.service.streams.audio import (
     ulaw_encode,
 )
 from tests.service.streams.backend import Backend, Connection, backend
-from tests.service.streams.harness import (  # noqa: F401  (fixtures)
-    WAIT,
-    StreamServer,
-    closed_with,
-    recv_json,
-    server,
-    settings_overrides,
+from tests.service.streams.harness import WAIT, StreamServer, closed_with, recv_json
+from tests.service.streams.harness import server as _server  # noqa: F401  (the fixture)
+from tests.service.streams.harness import (  # noqa: F401  (the fixture)
+    settings_overrides as _settings_overrides,
 )
 
 

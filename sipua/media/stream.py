@@ -45,6 +45,7 @@ from .events import (
 )
 from .frame import SAMPLE_WIDTH, AudioFrame
 from .jitter import Playout, PlayoutBuffer
+from .participant import StreamParticipant
 from .ports import PortPair
 from .rtcp import ReceptionReport, RtcpSession, parse_compound
 from .rtp import RTCP_PACKET_TYPES, RtpSender, parse_rtp
@@ -60,43 +61,6 @@ RECEIVING_DIRECTIONS = ("sendrecv", "recvonly")
 MAX_QUEUED_SECONDS = 60  # application audio we hold before dropping the oldest
 HOUSEKEEPING_TICKS = 10  # DTMF timeouts and media timeout checked every 200 ms
 _stream_ids = itertools.count(1)
-
-
-class StreamParticipant:
-    """The application's handle on a stream (see :class:`sipua.media.apps.Participant`)."""
-
-    __slots__ = ("_stream",)
-
-    def __init__(self, stream: MediaStream) -> None:
-        self._stream = stream
-
-    @property
-    def id(self) -> str:
-        return self._stream.stream_id
-
-    @property
-    def sample_rate(self) -> int:
-        return self._stream.sample_rate
-
-    @property
-    def queued_ms(self) -> float:
-        return 1000.0 * len(self._stream._pcm_out) / (SAMPLE_WIDTH * self._stream.sample_rate)
-
-    @property
-    def params(self) -> RtpParameters | None:
-        return self._stream.params
-
-    def send_audio(self, pcm: bytes) -> None:
-        self._stream._queue_audio(pcm)
-
-    def clear(self) -> None:
-        self._stream._pcm_out.clear()
-
-    def send_dtmf(self, digits: str, duration_ms: int = 100) -> asyncio.Future[None]:
-        return self._stream.send_dtmf(digits, duration_ms)
-
-    def stats(self) -> dict[str, Any]:
-        return self._stream.stats()
 
 
 def _target(address: tuple[str, int] | None, family: socket.AddressFamily) -> Any:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,11 +26,13 @@ from tests.service.streams.audio import (
     ulaw_encode,
 )
 from tests.service.streams.backend import Backend, Connection, backend
-from tests.service.streams.harness import WAIT, StreamServer, closed_with, recv_json
-from tests.service.streams.harness import server as _server  # noqa: F401  (the fixture)
-from tests.service.streams.harness import (  # noqa: F401  (the fixture)
-    settings_overrides as _settings_overrides,
-)
+from tests.service.streams.harness import WAIT, StreamServer, closed_with, recv_json, serving
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[StreamServer]:
+    async with serving(tmp_path / "data") as srv:
+        yield srv
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import asyncio
 import json
 import socket
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,13 +89,21 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
 
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
-    """Override in a test module to change the server's settings."""
+    """Override (e.g. ``@pytest.mark.parametrize("settings_overrides", [...])``) to change the
+    server's settings."""
     return {}
 
 
 @pytest.fixture
 async def server(tmp_path: Path, settings_overrides: dict[str, Any]) -> AsyncIterator[StreamServer]:
-    settings = make_settings(tmp_path / "data", **settings_overrides)
+    async with serving(tmp_path / "data", **settings_overrides) as srv:
+        yield srv
+
+
+@asynccontextmanager
+async def serving(data_dir: Path, **settings_overrides: Any) -> AsyncIterator[StreamServer]:
+    """The API with streams on 127.0.0.1 (ephemeral port) until the block ends."""
+    settings = make_settings(data_dir, **settings_overrides)
     repo = open_repository(settings.data_dir)
     sessions = SessionService(repo, settings)
     app = create_app(settings, sessions, api_key=API_KEY)

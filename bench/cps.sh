@@ -23,6 +23,7 @@ WORK=$(mktemp -d)
 trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
 export SIPUA_API_KEY=bench-key-0123456789abcdef
 export SIPUA_SIP__MAX_CALLS_PER_SESSION=10000  # every call of the run goes to one session
+export SIPUA_MEDIA__ENABLED=${SIPUA_MEDIA__ENABLED:-false}  # signalling only, unless asked (see docs/PERFORMANCE.md)
 python3 -m sipua serve --host 127.0.0.1 --http-host 127.0.0.1 --sip-port 0 --tls-port 0 --http-port 0 \
   --data-dir "$WORK/data" --log-level warning $UVLOOP > "$WORK/ready" 2> "$WORK/serve.log" &
 PID=$!

@@ -14,7 +14,7 @@ from sipua.sip.message import Request, Response
 
 from .peer import Peer
 from .stream import ConnectionPool, StreamConnection
-from .udp import UdpListener, open_udp
+from .udp import UdpListener, UdpReader, open_udp
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +57,14 @@ class TransportManager:
         on_datagram: Callable[[bytes, Peer], None],
         on_message: Callable[[Request | Response, Peer], None],
         on_malformed: Callable[[bytes, Peer, MalformedMessage | None], None],
+        on_batch_end: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self.on_datagram = on_datagram
+        self.on_batch_end = on_batch_end
         self.on_message = on_message
         self.on_malformed = on_malformed
-        self.udp: list[UdpListener] = []
+        self.udp: list[UdpListener | UdpReader] = []
         self.servers: list[asyncio.AbstractServer] = []
         self.listening = Listening()
         self.pool = ConnectionPool(
@@ -74,7 +76,7 @@ class TransportManager:
             client_ssl=config.client_tls_context,
             admit_address=config.admit_address,
         )
-        self._udp_by_family: dict[int, UdpListener] = {}
+        self._udp_by_family: dict[int, UdpListener | UdpReader] = {}
         self.advertised_host = config.advertised_host
 
     async def start(self) -> Listening:
@@ -87,7 +89,11 @@ class TransportManager:
             for host in hosts:
                 if cfg.udp_port is not None:
                     listener = await open_udp(
-                        host, cfg.udp_port, self.on_datagram, cfg.max_message_size
+                        host,
+                        cfg.udp_port,
+                        self.on_datagram,
+                        cfg.max_message_size,
+                        self.on_batch_end,
                     )
                     self.udp.append(listener)
                     self.listening.udp.append(listener.local)

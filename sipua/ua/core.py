@@ -74,7 +74,7 @@ class UserAgent:
         self.gate: RequestGate = gate or OpenGate()
         self.layer = TransactionLayer(config.timers, max_transactions=config.max_transactions)
         self.transports = TransportManager(
-            listen, self._on_datagram, self._on_message, self._on_malformed
+            listen, self._on_datagram, self._on_message, self._on_malformed, self._drain
         )
         self.bus = bus or EventBus()
         self.uas = Uas(self, sessions, media, self.bus)
@@ -131,7 +131,8 @@ class UserAgent:
         except ParseError as e:
             self._reject_unparsable(data, peer, e)
             return
-        self._on_message(message, peer)
+        # The UDP listener calls _drain once after each burst of datagrams.
+        self._receive(message, peer)
 
     def _on_malformed(self, data: bytes, peer: Peer, event: MalformedMessage | None) -> None:
         error = event.error if event is not None else ParseError("malformed message")
@@ -141,6 +142,12 @@ class UserAgent:
             self._reject_unparsable(data, peer, error)
 
     def _on_message(self, message: Request | Response, peer: Peer) -> None:
+        """A message framed on a stream connection."""
+        self._receive(message, peer)
+        self._drain()
+
+    def _receive(self, message: Request | Response, peer: Peer) -> None:
+        """Feed one message to the transaction layer; events wait for the next _drain."""
         now = self.loop.time()
         try:
             if isinstance(message, Request):
@@ -166,8 +173,6 @@ class UserAgent:
                 # RFC 3261 §18.1.2: a malformed response is dropped.
                 self.counters["parse_errors"] += 1
                 log.info("dropped malformed response from %s: %s", peer, e.detail)
-            return
-        self._drain()
 
     def _reject_unparsable(self, data: bytes, peer: Peer, error: ParseError) -> None:
         self.counters["parse_errors"] += 1

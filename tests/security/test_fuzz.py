@@ -156,6 +156,7 @@ async def test_ua_behind_the_gate_survives_mutated_messages(guarded_ua, caplog):
     def feed(data: bytes, as_stream: bool) -> None:
         if not as_stream:
             ua._on_datagram(data, udp_peer)
+            ua._drain()  # what the UDP listener does after each burst
             seen["udp"] += 1
             return
         framer = StreamFramer(max_header_size=16384, max_body_size=65535)

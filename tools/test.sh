@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # command:debian-package for every real peer or tool a test uses
-peers=(sipp:sip-tester baresip:baresip sipsak:sipsak tshark:tshark svmap:sipvicious)
+peers=(sipp:sip-tester baresip:baresip sipsak:sipsak tshark:tshark svmap:sipvicious chromium:chromium)
 missing=()
 for pair in "${peers[@]}"; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")

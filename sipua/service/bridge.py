@@ -367,10 +367,10 @@ class BridgeLink:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
         code = websocket.close_code
-        close_reason = websocket.close_reason or ""
-        if reader.done() and not reader.cancelled() and reader.exception() is not None:
-            return "backend-error", str(reader.exception()), code
-        return "backend-closed", close_reason, code
+        if code is not None and code != 1006:  # a close frame came: the backend closed
+            return "backend-closed", websocket.close_reason or "", code
+        error = reader.exception() if reader.done() and not reader.cancelled() else None
+        return "backend-error", str(error or "connection lost"), code
 
     async def _write(self, websocket: ClientConnection, reader: asyncio.Task) -> None:
         app = self.app

@@ -20,7 +20,14 @@ _FILES = {
     "pcm-worklet.js": "text/javascript; charset=utf-8",
     "demo.css": "text/css; charset=utf-8",
 }
-_HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+_HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+    # Our own scripts only; the stream may live on another host (ws:/wss: anywhere).
+    "Content-Security-Policy": "default-src 'self'; connect-src 'self' ws: wss:; "
+    "img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 def demo_router() -> APIRouter:

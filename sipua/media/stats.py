@@ -204,3 +204,70 @@ class ReceiveStatistics:
     @property
     def jitter_ms(self) -> float:
         return 1000.0 * self.jitter / self.clock_rate
+
+    @property
+    def has_timing(self) -> bool:
+        """Whether a timed (audio) packet fed the jitter estimate since the last timing restart."""
+        return self._last_arrival is not None
+
+
+class SourceStatistics:
+    """Reception statistics of every synchronization source a stream heard (RFC 3550 §6.4.1
+    keeps them per SSRC), and the stream's totals across them.
+
+    A peer may change SSRC in a call (SIPp plays its DTMF pcap with an SSRC and sequence of its
+    own; a PBX re-anchors media) and even alternate between sources: each source keeps its own
+    sequence state, so going back to a source continues its figures instead of restarting them.
+    The totals sum the sources; a source's loss counts as zero when duplicates made it negative
+    (RFC 3550 A.3 lets the RTCP figure go negative, a call's packet loss cannot).
+    """
+
+    MAX_SOURCES = 8  # the oldest source beyond this is retired into the totals
+
+    def __init__(self, clock_rate: int) -> None:
+        self.clock_rate = clock_rate
+        self._sources: dict[int, ReceiveStatistics] = {}
+        self._retired_expected = 0
+        self._retired_lost = 0
+        self._retired_jitter = 0.0
+        self.current = ReceiveStatistics(clock_rate)  # before the first packet: all zero
+
+    def select(self, ssrc: int) -> ReceiveStatistics:
+        """The statistics of ``ssrc``, now the current source (new ones start empty)."""
+        stats = self._sources.pop(ssrc, None)
+        if stats is None:
+            if len(self._sources) >= self.MAX_SOURCES:
+                oldest = self._sources.pop(next(iter(self._sources)))
+                self._retired_expected += oldest.expected
+                self._retired_lost += max(0, oldest.lost)
+                if oldest.has_timing:
+                    self._retired_jitter = oldest.jitter_ms
+            stats = ReceiveStatistics(self.clock_rate)
+            stats.reset(ssrc)
+        self._sources[ssrc] = stats  # most recently heard last
+        self.current = stats
+        return stats
+
+    def set_clock_rate(self, clock_rate: int) -> None:
+        """The codec's RTP clock changed: every source's jitter estimate starts again."""
+        self.clock_rate = clock_rate
+        for stats in (self.current, *self._sources.values()):
+            stats.clock_rate = clock_rate
+            stats.restart_timing()
+
+    @property
+    def expected(self) -> int:
+        return self._retired_expected + sum(s.expected for s in self._sources.values())
+
+    @property
+    def lost(self) -> int:
+        return self._retired_lost + sum(max(0, s.lost) for s in self._sources.values())
+
+    @property
+    def jitter_ms(self) -> float:
+        """The jitter of the most recently heard source that sent audio (telephone-events and
+        silence do not feed it), so a DTMF-only source does not hide the audio's figure."""
+        for stats in reversed(self._sources.values()):
+            if stats.has_timing or stats.jitter:
+                return stats.jitter_ms
+        return self._retired_jitter

@@ -50,7 +50,7 @@ from .ports import PortPair
 from .rtcp import ReceptionReport, RtcpSession, parse_compound
 from .rtp import RTCP_PACKET_TYPES, RtpSender, parse_rtp
 from .srtp import SrtpTransform
-from .stats import ReceiveStatistics, estimate_mos, ntp_middle, ntp_now
+from .stats import SourceStatistics, estimate_mos, ntp_middle, ntp_now
 from .udp import ReaderEndpoint, TransportEndpoint, open_endpoint
 
 logger = logging.getLogger(__name__)
@@ -155,7 +155,8 @@ class MediaStream:
 
         # receive side
         self._remote_ssrc: int | None = None
-        self._rx = ReceiveStatistics(8000)
+        self._sources = SourceStatistics(8000)
+        self._rx = self._sources.current  # the source we hear now (RTCP reports on it)
         self._playout = PlayoutBuffer()
         self._decoders: dict[int, AudioDecoder] = {}
         self._concealer = Concealer(self.frame_samples)
@@ -315,8 +316,7 @@ class MediaStream:
             self._send_key = send_key
             self._encoder = None  # made on first use with the new codec
             self._sender.set_clock_rate(codec.clock_rate, self.clock.current_tick())
-            self._rx.clock_rate = codec.clock_rate
-            self._rx.restart_timing()
+            self._sources.set_clock_rate(codec.clock_rate)
             self._relay_offset = None
         self._decoders = {pt: d for pt, d in self._decoders.items() if codecs.get(pt) == d.codec}
         if self._playout.payload_type not in codecs:
@@ -406,7 +406,7 @@ class MediaStream:
         if self._remote_ssrc is not None:
             self.ssrc_changes += 1
         self._remote_ssrc = ssrc
-        self._rx.reset(ssrc)
+        self._rx = self._sources.select(ssrc)
         self._playout.reset()
         self._relay_offset = None
         self._rtcp.forget_sender()
@@ -717,12 +717,13 @@ class MediaStream:
 
     def stats(self) -> dict[str, Any]:
         """JSON-friendly statistics of this stream."""
-        rx = self._rx
+        sources = self._sources  # every SSRC heard, not only the current one
         codec = self._send_codec
         rtt = self._rtcp.rtt
-        expected = rx.expected
-        loss = 100.0 * max(0, expected - rx.received) / expected if expected else 0.0
-        jitter_ms = rx.jitter_ms
+        expected = sources.expected
+        lost = sources.lost
+        loss = 100.0 * lost / expected if expected else 0.0
+        jitter_ms = sources.jitter_ms
         jitter_buffer_ms = 20.0 + 2 * jitter_ms
         r, mos = estimate_mos(
             codec.name if codec else "", loss, None if rtt is None else 1000 * rtt, jitter_buffer_ms
@@ -747,9 +748,9 @@ class MediaStream:
             "packets_received": self.packets_received,
             "bytes_received": self.bytes_received,
             "packets_expected": expected,
-            "packets_lost": rx.lost,
+            "packets_lost": lost,
             "loss_percent": round(loss, 3),
-            "fraction_lost": round(rx.last_fraction_lost / 256, 4),
+            "fraction_lost": round(self._rx.last_fraction_lost / 256, 4),
             "jitter_ms": round(jitter_ms, 3),
             "rtt_ms": None if rtt is None else round(1000 * rtt, 3),
             "r_factor": round(r, 2),

@@ -12,10 +12,11 @@ arrive out of order: they pass through a small :class:`~.reorder.ReorderWindow` 
 The inbound encoding is read from ``media_format`` (PCMU, PCMA, G722, OPUS or L16 — L16 in
 network byte order). Audio goes back, in bidirectional ``rtp`` mode, as
 ``{"event": "media", "media": {"payload": …}}`` in the codec Telnyx was told to expect
-(``bidirectionalCodec``/``stream_bidirectional_codec``). That choice is not repeated in the
-``start`` message, so the stream takes it from a ``bidirectional_codec`` (and
-``bidirectional_sampling_rate``) custom parameter or query parameter, else assumes the inbound
-encoding. ``clear`` flushes Telnyx's playout queue; Telnyx cannot take DTMF from a stream.
+(``bidirectionalCodec``/``stream_bidirectional_codec``, PCMU at 8 kHz by default). That choice
+is not repeated in the ``start`` message, so the stream takes it from a ``bidirectional_codec``
+(and ``bidirectional_sampling_rate``) custom parameter or query parameter, else uses Telnyx's
+default, PCMU at 8 kHz, whatever the inbound encoding. ``clear`` flushes Telnyx's playout
+queue; Telnyx cannot take DTMF from a stream.
 """
 
 from __future__ import annotations
@@ -86,10 +87,8 @@ class TelnyxStream(StreamProtocol):
             back_rate = self.custom_parameters.get("bidirectional_sampling_rate") or query.get(
                 "bidirectional_sampling_rate"
             )
-            if back_codec:
-                self.outbound_format = wire_format(back_codec, back_rate or 8000)
-            else:
-                self.outbound_format = self.inbound_format
+            # Telnyx's defaults: bidirectionalCodec PCMU, bidirectionalSamplingRate 8000.
+            self.outbound_format = wire_format(back_codec or "PCMU", back_rate or 8000)
         except UnsupportedFormat as exc:
             self.refusal = StreamRefused(CLOSE_BAD_REQUEST, "unsupported-format", str(exc))
         connected_token = connected.get(AUTH_TOKEN_FIELD) if connected else None

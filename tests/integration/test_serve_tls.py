@@ -6,18 +6,16 @@ run; clients either skip verification or verify against that file.
 
 from __future__ import annotations
 
-import json
-import socket
 import ssl
-import subprocess
 import time
 import warnings
 from pathlib import Path
 
 import pytest
 
+from .baresip import Baresip, BaresipConfig
 from .conftest import StartService
-from .service import Service, require_tool
+from .service import Service
 from .sipclient import SipClient, insecure_tls_context
 
 pytestmark = pytest.mark.peer
@@ -116,114 +114,12 @@ def test_tls_minimum_version_setting(serve: StartService) -> None:
 # -- baresip ----------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class BaresipControl:
-    """baresip's ctrl_tcp module: netstring-framed JSON commands, responses and events."""
-
-    def __init__(self, port: int, proc: subprocess.Popen, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.sock = socket.create_connection(("127.0.0.1", port), timeout=1.0)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)  # baresip is still starting; nothing to wait on but the port
-        self.buffer = b""
-        self.events: list[dict] = []
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def command(self, command: str, params: str = "", token: str = "t") -> None:
-        body = json.dumps({"command": command, "params": params, "token": token}).encode()
-        self.sock.sendall(str(len(body)).encode() + b":" + body + b",")
-
-    def next(self, deadline: float) -> dict:
-        while True:
-            head, sep, rest = self.buffer.partition(b":")
-            if sep and head.isdigit() and len(rest) > int(head):
-                n = int(head)
-                self.buffer = rest[n + 1 :]
-                msg = json.loads(rest[:n])
-                self.events.append(msg)
-                return msg
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"baresip said nothing more; so far: {self.events}")
-            self.sock.settimeout(left)
-            try:
-                chunk = self.sock.recv(65536)
-            except TimeoutError:
-                continue
-            if not chunk:
-                raise ConnectionError(f"baresip closed its control socket; events: {self.events}")
-            self.buffer += chunk
-
-    def wait_event(self, *types: str, timeout: float = 15.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            msg = self.next(deadline)
-            if msg.get("event") and msg.get("type") in types:
-                return msg
-
-
-def _baresip_config(directory: Path, sip_port: int, ctrl_port: int, ca_file: Path) -> None:
-    directory.mkdir()
-    # Loopback only (net_interface), no sound card: a sine source and a bridge as player.
-    (directory / "config").write_text(
-        "\n".join(
-            [
-                "poll_method epoll",
-                f"sip_listen 127.0.0.1:{sip_port}",
-                f"sip_cafile {ca_file}",
-                "net_interface 127.0.0.1",
-                "call_local_timeout 20",
-                "audio_player aubridge,nil",
-                "audio_source ausine,440",
-                "ausrc_srate 48000",
-                "ausrc_channels 2",
-                "module_path /usr/lib/baresip/modules",
-                "module g711.so",
-                "module ausine.so",
-                "module aubridge.so",
-                "module_tmp account.so",
-                "module_app menu.so",
-                "module_app ctrl_tcp.so",
-                f"ctrl_tcp_listen 127.0.0.1:{ctrl_port}",
-                "",
-            ]
-        )
-    )
-    (directory / "accounts").write_text(
-        "<sip:tester@127.0.0.1;transport=tls>;regint=0;answermode=manual\n"
-    )
-
-
 def test_baresip_calls_the_session_over_tls(serve: StartService, tmp_path: Path) -> None:
-    baresip = require_tool("baresip")
     svc = serve()
     session = svc.create_session()
-    ctrl_port = _free_port()
-    config = tmp_path / "baresip"
-    _baresip_config(config, _free_port(), ctrl_port, svc.data_dir / "tls" / "sipua-cert.pem")
-    log_path = tmp_path / "baresip.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [baresip, "-f", str(config), "-s"],  # -s: SIP trace in the log
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    ctrl = None
-    try:
-        ctrl = BaresipControl(ctrl_port, proc)
+    config = BaresipConfig(transport="tls", ca_file=svc.data_dir / "tls" / "sipua-cert.pem")
+    with Baresip(tmp_path / "baresip", config) as phone:
+        ctrl = phone.control
         uri = f"sip:session_{session['id']}@127.0.0.1:{svc.ports['tls']}"
         ctrl.command("dial", uri, token="dial")
         event = ctrl.wait_event("CALL_ESTABLISHED", "CALL_CLOSED")
@@ -241,16 +137,7 @@ def test_baresip_calls_the_session_over_tls(serve: StartService, tmp_path: Path)
         mine = [line for line in svc.stderr().splitlines() if session["id"] in line]
         assert any("connected" in line and "transport=tls" in line for line in mine), mine
         assert any("disconnected" in line and "remote-bye" in line for line in mine), mine
-    finally:
-        if ctrl is not None:
-            ctrl.close()
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    trace = log_path.read_text(errors="replace")
+    trace = phone.log()
     # The whole call went over TLS: INVITE, ACK and BYE from baresip, 200 to each from sipua.
     for line in ("INVITE sip:session_", "ACK sip:", "BYE sip:"):
         assert line in trace, trace[-4000:]

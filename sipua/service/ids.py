@@ -34,12 +34,14 @@ _MAX_TIME_MS = (1 << 48) - 1
 _SESSION_ID_RE = re.compile(r"sess_[0-7][0-9A-HJKMNP-TV-Z]{25}")
 
 
+# Two characters (10 bits) per lookup: 13 lookups make the 26 characters.
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
+_SHIFTS = tuple(range(120, -1, -10))
+
+
 def _encode(value: int) -> str:
-    chars = []
-    for _ in range(_ULID_LEN):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    pairs = _PAIRS
+    return "".join([pairs[(value >> shift) & 1023] for shift in _SHIFTS])
 
 
 class UlidGenerator:

@@ -130,6 +130,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=False)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.ua: Any = None
         self.sessions: Any = None
         self.webhooks: Any = None
@@ -247,9 +248,17 @@ class Metrics:
 
     # -- event listener ------------------------------------------------------------------------
 
+    def _labelled(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, remembered: prometheus_client's lookup takes a lock."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def observe_event(self, event: SessionEvent) -> None:
         """An :class:`~sipua.service.events.EventPublisher` listener."""
-        self.events.labels(event.type).inc()
+        self._labelled(self.events, event.type).inc()
         if event.type != "session.provider.disconnected":
             return
         provider = str((event.provider or {}).get("type", "unknown"))
@@ -285,7 +294,7 @@ class Metrics:
         self.webhook_seconds.observe(seconds)
 
     def webhook_result(self, status: str) -> None:
-        self.webhook_deliveries.labels(status).inc()
+        self._labelled(self.webhook_deliveries, status).inc()
 
     def events_dropped(self, count: int) -> None:
         self.events_dropped_total.inc(count)

@@ -208,11 +208,16 @@ class TransactionLayer:
         self,
         timers: TimerConfig | None = None,
         *,
-        auto_trying: bool = True,
+        auto_trying: bool | str = True,
         max_transactions: int | None = None,
     ) -> None:
         self.timers = timers or TimerConfig()
-        self.auto_trying = auto_trying  # RFC 3261 §17.2.1: 100 Trying for INVITE at once
+        # RFC 3261 §17.2.1: the server INVITE transaction sends 100 Trying unless the user
+        # will answer within 200 ms. True: at once. "deferred": when the user calls
+        # send_deferred_trying() after handling the INVITE, and only if it has not
+        # answered by then (its 180 or final response makes the 100 needless).
+        self.auto_trying = auto_trying
+        self._trying_due: list[Transaction] = []
         self.max_transactions = max_transactions
         self.server: dict[tuple, Transaction] = {}
         self.client: dict[tuple, Transaction] = {}
@@ -357,7 +362,10 @@ class TransactionLayer:
             tx.merge_key = merge_key
             self._merge[merge_key] = tx
         if kind is Kind.INVITE_SERVER and self.auto_trying:
-            self.respond(tx, make_response(request, 100), now)
+            if self.auto_trying == "deferred":
+                self._trying_due.append(tx)
+            else:
+                self.respond(tx, make_response(request, 100), now)
         self._events.append(RequestReceived(request, tx))
 
     def _receive_cancel(self, request: Request, key: tuple, now: float, reliable: bool) -> None:
@@ -451,6 +459,16 @@ class TransactionLayer:
             )
         self._input(transaction, event, response, now)
         return True
+
+    def send_deferred_trying(self, now: float) -> None:
+        """Send 100 Trying for the INVITEs received since the last call that have no response yet."""
+        due = self._trying_due
+        if not due:
+            return
+        self._trying_due = []
+        for tx in due:
+            if tx.state is State.PROCEEDING and tx.last_response is None:
+                self.respond(tx, make_response(tx.request, 100), now)
 
     def stop_retransmitting(self, transaction: Transaction, now: float) -> None:
         """Stop re-sending a 2xx whose ACK will not come (the peer already sent BYE).

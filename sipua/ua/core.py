@@ -72,7 +72,11 @@ class UserAgent:
     ) -> None:
         self.config = config
         self.gate: RequestGate = gate or OpenGate()
-        self.layer = TransactionLayer(config.timers, max_transactions=config.max_transactions)
+        # 100 Trying goes only to INVITEs the call control has not answered by the end of
+        # the burst that brought them (RFC 3261 §17.2.1): an immediate 180 makes it needless.
+        self.layer = TransactionLayer(
+            config.timers, max_transactions=config.max_transactions, auto_trying="deferred"
+        )
         self.transports = TransportManager(
             listen, self._on_datagram, self._on_message, self._on_malformed, self._drain
         )
@@ -229,6 +233,7 @@ class UserAgent:
                     self.counters["handler_errors"] += 1
                     log.exception("error handling %s", type(event).__name__)
                     self._fail_safe(event)
+        layer.send_deferred_trying(self.loop.time())
         self.flush()
         self._arm()
 

@@ -250,8 +250,12 @@ async def test_response_reopens_a_connection_to_the_via_sent_by(
     peer = await StreamPeer.connect(tcp_ua.port)
     try:
         await peer.send(invite)
-        assert (await peer.recv()).status == 100
-        assert (await peer.recv()).status == 180
+        first = await peer.recv()
+        # The ports are bound at once here, so 180 goes out in the same turn and makes a 100
+        # needless (RFC 3261 §17.2.1); a 100 first is fine too.
+        if first.status == 100:
+            first = await peer.recv()
+        assert first.status == 180
         await peer.close()  # before the 200 (answer_delay 0.3 s)
         data = await asyncio.wait_for(arrived.get(), 5.0)
         response = parse(data)

@@ -1,0 +1,533 @@
+"""SDP offer/answer branches and the record/play media apps, end to end through ``sipua serve``.
+
+The caller is the test's own SIP client (``sipclient.py``) with an RTP endpoint of its own
+(:class:`RtpPeer`: a PCMU tone out every 20 ms, every packet that comes back kept), or baresip.
+G.711 μ-law is coded here with numpy (ITU-T G.711), independently of sipua's codecs.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import struct
+import threading
+import time
+import wave
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .baresip import (
+    Baresip,
+    BaresipConfig,
+    active,
+    dominant_frequency,
+    media_env,
+    read_wav,
+    session_events,
+    tone_share,
+    wait_events,
+)
+from .conftest import assert_clean_stderr
+from .service import Service, start_service
+from .sipclient import SipClient, SipMessage, UacCall
+
+pytestmark = pytest.mark.peer
+
+PCMU, PCMA, G722, OPUS = 0, 8, 9, 111
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    svc = start_service(tmp_path_factory.mktemp("apps") / "data", env=media_env())
+    try:
+        yield svc
+    finally:
+        svc.stop()
+    assert_clean_stderr(svc)
+
+
+# -- G.711 μ-law (ITU-T G.711, the segment/bias form) ------------------------------------------
+
+_BIAS, _CLIP = 0x84, 32635
+
+
+def ulaw_encode(pcm: np.ndarray) -> bytes:
+    x = pcm.astype(np.int32)
+    sign = (x < 0).astype(np.int32) << 7
+    magnitude = np.minimum(np.abs(x), _CLIP) + _BIAS
+    exponent = np.floor(np.log2(magnitude)).astype(np.int32) - 7
+    mantissa = (magnitude >> (exponent + 3)) & 0x0F
+    return (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8).tobytes()
+
+
+def ulaw_decode(data: bytes) -> np.ndarray:
+    u = ~np.frombuffer(data, dtype=np.uint8).astype(np.int32) & 0xFF
+    exponent = (u >> 4) & 0x07
+    magnitude = (((u & 0x0F) << 3) + _BIAS << exponent) - _BIAS
+    return np.where(u & 0x80, -magnitude, magnitude).astype(np.float64)
+
+
+def sine(hz: float, seconds: float, rate: int = 8000, level: float = 0.3) -> np.ndarray:
+    n = np.arange(int(seconds * rate))
+    return (32767 * level * np.sin(2 * np.pi * hz * n / rate)).astype(np.int16)
+
+
+# -- RTP --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    arrival: float
+    pt: int
+    seq: int
+    timestamp: int
+    ssrc: int
+    payload: bytes
+
+
+class RtpPeer:
+    """The caller's RTP: a PCMU tone every 20 ms to ``remote`` (when sending), and a log of
+    every RTP packet that arrives. A thread does both, until :meth:`close`."""
+
+    def __init__(self, tone_hz: float = 440.0) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port: int = self.sock.getsockname()[1]
+        self.remote: tuple[str, int] | None = None
+        self.sending = True
+        self.received: list[Received] = []
+        self.sent = 0
+        self._tone = ulaw_encode(sine(tone_hz, 1.0))  # one second repeats seamlessly
+        self._queue: list[bytes] = []  # packets to send instead of the tone (DTMF)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
+
+    def __enter__(self) -> RtpPeer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send_packets(self, packets: list[bytes]) -> None:
+        """Send these (whole RTP packets) on the next ticks, one per 20 ms, before more tone."""
+        with self._lock:
+            self._queue += packets
+
+    def _run(self) -> None:
+        seq, timestamp, ssrc = 1000, 160000, 0x5EED5EED
+        next_send = time.monotonic()
+        while not self._stop.is_set():
+            self.sock.settimeout(max(0.0, next_send - time.monotonic()) or 0.001)
+            try:
+                data, _ = self.sock.recvfrom(2048)
+                if len(data) >= 12 and data[0] >> 6 == 2 and not 72 <= data[1] & 0x7F <= 76:
+                    seq_in, ts_in, ssrc_in = struct.unpack_from("!HII", data, 2)
+                    header = 12 + 4 * (data[0] & 0x0F)
+                    self.received.append(
+                        Received(
+                            time.monotonic(), data[1] & 0x7F, seq_in, ts_in, ssrc_in, data[header:]
+                        )
+                    )
+            except TimeoutError:
+                pass
+            if time.monotonic() < next_send:
+                continue
+            next_send += 0.02
+            with self._lock:
+                queued = self._queue.pop(0) if self._queue else None
+            if queued is not None and self.remote is not None:
+                self.sock.sendto(queued, self.remote)
+                continue
+            if not self.sending or self.remote is None:
+                continue
+            start = (self.sent * 160) % 8000
+            payload = self._tone[start : start + 160]
+            marker = 0x80 if self.sent == 0 else 0
+            header = struct.pack("!BBHII", 0x80, marker | PCMU, seq & 0xFFFF, timestamp, ssrc)
+            self.sock.sendto(header + payload, self.remote)
+            self.sent += 1
+            seq += 1
+            timestamp = (timestamp + 160) & 0xFFFFFFFF
+
+    def count(self, since: float, pt: int | None = None) -> int:
+        return sum(1 for r in list(self.received) if r.arrival >= since and pt in (None, r.pt))
+
+    def wait_for(self, packets: int, since: float, timeout: float = 5.0) -> None:
+        """Until ``packets`` RTP packets arrived after ``since`` (monotonic seconds)."""
+        deadline = time.monotonic() + timeout
+        while self.count(since) < packets:
+            assert time.monotonic() < deadline, f"{self.count(since)} of {packets} packets came"
+            time.sleep(0.02)  # the receiving thread fills the list; nothing to await
+
+    def audio_since(self, since: float, pt: int = PCMU) -> np.ndarray:
+        payload = b"".join(
+            r.payload for r in list(self.received) if r.arrival >= since and r.pt == pt
+        )
+        return ulaw_decode(payload)
+
+
+def telephone_event(
+    digit_code: int, clock_rate: int, pt: int, seq: int, ssrc: int, timestamp: int
+) -> list[bytes]:
+    """RFC 4733 packets for one 100 ms key press: start (marker), updates, end sent 3 times."""
+    step = clock_rate // 50  # 20 ms of the event's clock
+    packets = []
+    for i in range(1, 6):
+        end = i == 5
+        duration = i * step
+        flags = (0x80 if end else 0) | 10  # E bit, volume -10 dBm0
+        header = struct.pack(
+            "!BBHII", 0x80, (0x80 if i == 1 else 0) | pt, (seq + i) & 0xFFFF, timestamp, ssrc
+        )
+        packet = header + struct.pack("!BBH", digit_code, flags, duration)
+        packets += [packet] * (3 if end else 1)
+    return packets
+
+
+# -- SDP ----------------------------------------------------------------------------------------
+
+
+def offer_sdp(
+    port: int,
+    *,
+    codecs: tuple[tuple[int, str], ...] = ((PCMU, "PCMU/8000"),),
+    events: tuple[tuple[int, int], ...] = ((101, 8000),),
+    direction: str | None = "sendrecv",
+    address: str = "127.0.0.1",
+    version: int = 1,
+    video_port: int | None = None,
+) -> bytes:
+    pts = " ".join(str(pt) for pt, _ in codecs) + "".join(f" {pt}" for pt, _ in events)
+    lines = [
+        "v=0",
+        f"o=tester 4242 {version} IN IP4 127.0.0.1",
+        "s=-",
+        f"c=IN IP4 {address}",
+        "t=0 0",
+        f"m=audio {port} RTP/AVP {pts}",
+        *(f"a=rtpmap:{pt} {name}" for pt, name in codecs),
+        *(f"a=rtpmap:{pt} telephone-event/{rate}" for pt, rate in events),
+        *(f"a=fmtp:{pt} 0-16" for pt, _ in events),
+    ]
+    if direction:
+        lines.append(f"a={direction}")
+    if video_port is not None:
+        lines += [f"m=video {video_port} RTP/AVP 96", "a=rtpmap:96 VP8/90000", "a=sendrecv"]
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+@dataclass
+class MediaLine:
+    media: str
+    port: int
+    proto: str
+    formats: list[int]
+    rtpmaps: dict[int, str]
+    direction: str
+
+
+@dataclass
+class Sdp:
+    address: str
+    media: list[MediaLine]
+
+    @property
+    def audio(self) -> MediaLine:
+        return next(m for m in self.media if m.media == "audio")
+
+
+def parse_sdp_text(body: bytes) -> Sdp:
+    text = body.decode()
+    session_c = re.search(r"^c=IN IP[46] (\S+)", text.split("\nm=")[0], re.M)
+    media: list[MediaLine] = []
+    address = session_c.group(1) if session_c else ""
+    for block in re.split(r"\r?\n(?=m=)", text)[1:]:
+        m = re.match(r"m=(\w+) (\d+) (\S+) ?([\d ]*)", block)
+        assert m, block
+        rtpmaps = {int(pt): name for pt, name in re.findall(r"a=rtpmap:(\d+) (\S+)", block)}
+        found = re.search(r"^a=(sendrecv|sendonly|recvonly|inactive)\s*$", block, re.M)
+        media_c = re.search(r"^c=IN IP[46] (\S+)", block, re.M)
+        if media_c:
+            address = media_c.group(1)
+        media.append(
+            MediaLine(
+                m.group(1),
+                int(m.group(2)),
+                m.group(3),
+                [int(pt) for pt in m.group(4).split()],
+                rtpmaps,
+                found.group(1) if found else "sendrecv",
+            )
+        )
+    return Sdp(address, media)
+
+
+# -- calls --------------------------------------------------------------------------------------
+
+
+def uri_of(svc: Service, session: dict) -> str:
+    return f"sip:session_{session['id']}@127.0.0.1:{svc.ports['udp']}"
+
+
+def start_call(client: SipClient, uri: str, offer: bytes) -> tuple[UacCall, Sdp]:
+    call = client.new_call(uri)
+    client.send(call.invite(body=offer))
+    ok = client.final_response()
+    assert ok.status == 200, ok.raw
+    client.send(call.ack(ok))
+    return call, parse_sdp_text(ok.body)
+
+
+def reinvite(client: SipClient, call: UacCall, offer: bytes) -> SipMessage:
+    """A re-INVITE with ``offer``, its 200 ACKed (the ACK's CSeq is the re-INVITE's)."""
+    request = call.in_dialog("INVITE", body=offer, content_type="application/sdp")
+    call.invite_cseq = call.cseq
+    client.send(request)
+    ok = client.final_response("INVITE")
+    assert ok.status == 200, ok.raw
+    client.send(call.ack(ok))
+    return ok
+
+
+def hang_up(client: SipClient, call: UacCall) -> None:
+    client.send(call.bye())
+    assert client.final_response("BYE").status == 200
+
+
+def rtp_target(sdp: Sdp) -> tuple[str, int]:
+    return sdp.address, sdp.audio.port
+
+
+def assert_tone(samples: np.ndarray, rate: int, hz: float, seconds: float) -> None:
+    tone = active(samples, rate)
+    assert len(tone) >= seconds * rate, f"{len(tone) / rate:.2f} s of tone"
+    assert dominant_frequency(tone, rate) == pytest.approx(hz, rel=0.01)
+    assert tone_share(tone, rate, hz) > 0.9
+
+
+QUIET = 1.0  # seconds a test watches for packets that must not come
+
+
+# -- 5. SDP branches ------------------------------------------------------------------------------
+
+
+def test_hold_resume_and_old_style_hold(media: Service) -> None:
+    session = media.create_session(provider={"type": "sip", "transport": "udp"})
+    with RtpPeer(tone_hz=500) as rtp, SipClient("udp", ("127.0.0.1", media.ports["udp"])) as sip:
+        call, answer = start_call(sip, uri_of(media, session), offer_sdp(rtp.port))
+        assert answer.audio.formats[0] == PCMU and answer.audio.direction == "sendrecv"
+        rtp.remote = rtp_target(answer)
+        start = time.monotonic()
+        rtp.wait_for(25, start)  # the echo
+        assert_tone(rtp.audio_since(start), 8000, 500, 0.4)
+
+        # hold: we only send; sipua answers recvonly and sends nothing
+        ok = reinvite(sip, call, offer_sdp(rtp.port, direction="sendonly", version=2))
+        assert parse_sdp_text(ok.body).audio.direction == "recvonly"
+        time.sleep(0.1)  # packets already on their way when the 200 left
+        held = time.monotonic()
+        time.sleep(QUIET)  # a window in which nothing may arrive
+        assert rtp.count(held) == 0
+
+        # resume
+        ok = reinvite(sip, call, offer_sdp(rtp.port, version=3))
+        assert parse_sdp_text(ok.body).audio.direction == "sendrecv"
+        resumed = time.monotonic()
+        rtp.wait_for(25, resumed)
+        assert_tone(rtp.audio_since(resumed), 8000, 500, 0.4)
+
+        # RFC 2543 hold: c=0.0.0.0 means "do not send to me" (RFC 3264 §8.4)
+        ok = reinvite(sip, call, offer_sdp(rtp.port, address="0.0.0.0", version=4))
+        assert parse_sdp_text(ok.body).audio.direction == "recvonly"
+        time.sleep(0.1)
+        held = time.monotonic()
+        time.sleep(QUIET)
+        assert rtp.count(held) == 0
+
+        ok = reinvite(sip, call, offer_sdp(rtp.port, version=5))
+        resumed = time.monotonic()
+        rtp.wait_for(25, resumed)
+        hang_up(sip, call)
+    [gone] = wait_events(media, session["id"], "session.provider.disconnected")
+    quality = gone["data"]["quality"]
+    # sipua kept receiving while it held its own sending back
+    assert quality["packets_received"] > quality["packets_sent"] + 2 * QUIET * 50 * 0.8
+
+
+def test_late_offer_our_offer_in_the_200_their_answer_in_the_ack(media: Service) -> None:
+    session = media.create_session(provider={"type": "sip", "transport": "udp"})
+    with RtpPeer(tone_hz=620) as rtp, SipClient("udp", ("127.0.0.1", media.ports["udp"])) as sip:
+        call = sip.new_call(uri_of(media, session))
+        sip.send(call.invite(body=b""))
+        ok = sip.final_response()
+        assert ok.status == 200 and ok.get("content-type") == "application/sdp", ok.raw
+        offer = parse_sdp_text(ok.body).audio
+        names = [offer.rtpmaps.get(pt, str(pt)).split("/")[0].upper() for pt in offer.formats]
+        # the server's default preference, and telephone-event at both clocks
+        assert names[:4] == ["OPUS", "G722", "PCMU", "PCMA"], names
+        assert {
+            offer.rtpmaps[pt] for pt in offer.formats if "telephone" in offer.rtpmaps.get(pt, "")
+        } == {
+            "telephone-event/8000",
+            "telephone-event/48000",
+        }
+        ulaw = next(pt for pt in offer.formats if offer.rtpmaps.get(pt, "").upper() == "PCMU/8000")
+        event = next(pt for pt in offer.formats if offer.rtpmaps.get(pt) == "telephone-event/8000")
+        answer = offer_sdp(rtp.port, codecs=((ulaw, "PCMU/8000"),), events=((event, 8000),))
+        sip.send(call.ack(ok, body=answer))
+        rtp.remote = (parse_sdp_text(ok.body).address, offer.port)
+        start = time.monotonic()
+        rtp.wait_for(50, start)
+        assert_tone(rtp.audio_since(start, pt=ulaw), 8000, 620, 0.8)
+        hang_up(sip, call)
+    [connected] = wait_events(media, session["id"], "session.provider.connected")
+    assert connected["data"]["codec"] == "PCMU"
+
+
+def test_video_stream_is_refused_with_port_0_and_audio_works(media: Service) -> None:
+    session = media.create_session(provider={"type": "sip", "transport": "udp"})
+    with RtpPeer(tone_hz=830) as rtp, SipClient("udp", ("127.0.0.1", media.ports["udp"])) as sip:
+        video = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a real port, never used
+        video.bind(("127.0.0.1", 0))
+        with video:
+            offer = offer_sdp(rtp.port, video_port=video.getsockname()[1])
+            call, answer = start_call(sip, uri_of(media, session), offer)
+        assert [(m.media, m.port == 0) for m in answer.media] == [("audio", False), ("video", True)]
+        assert answer.media[1].formats == [96]  # the refused stream keeps its format list
+        rtp.remote = rtp_target(answer)
+        start = time.monotonic()
+        rtp.wait_for(25, start)
+        assert_tone(rtp.audio_since(start), 8000, 830, 0.4)
+        hang_up(sip, call)
+
+
+@pytest.mark.parametrize(
+    ("codecs", "events", "chosen", "event_rate"),
+    [
+        (((OPUS, "opus/48000/2"), (PCMU, "PCMU/8000")), ((110, 48000), (101, 8000)), OPUS, 48000),
+        (((PCMU, "PCMU/8000"),), ((101, 8000),), PCMU, 8000),
+    ],
+    ids=["opus-48000", "pcmu-8000"],
+)
+def test_telephone_event_follows_the_codec_clock(
+    media: Service,
+    codecs: tuple[tuple[int, str], ...],
+    events: tuple[tuple[int, int], ...],
+    chosen: int,
+    event_rate: int,
+) -> None:
+    session = media.create_session(provider={"type": "sip", "transport": "udp"})
+    with RtpPeer() as rtp, SipClient("udp", ("127.0.0.1", media.ports["udp"])) as sip:
+        rtp.sending = False  # only the key press goes out
+        call, answer = start_call(
+            sip, uri_of(media, session), offer_sdp(rtp.port, codecs=codecs, events=events)
+        )
+        audio = answer.audio
+        assert audio.formats[0] == chosen
+        telephone = [pt for pt in audio.formats if "telephone-event" in audio.rtpmaps.get(pt, "")]
+        assert [audio.rtpmaps[pt] for pt in telephone] == [f"telephone-event/{event_rate}"]
+        rtp.remote = rtp_target(answer)
+        rtp.send_packets(telephone_event(7, event_rate, telephone[0], 1, 0xD7D7D7D7, 4242))
+        [press] = wait_events(media, session["id"], "session.dtmf")
+        hang_up(sip, call)
+    assert press["data"]["digit"] == "7"
+    assert press["data"]["duration_ms"] == 100  # 5 × 20 ms counted in the event's own clock
+    assert press["data"]["source"] == "rfc4733"
+
+
+# -- 6. media apps ------------------------------------------------------------------------------------
+
+
+def test_record_writes_a_wav_per_participant(media: Service, tmp_path: Path) -> None:
+    session = media.create_session(
+        provider={"type": "sip", "transport": "udp"}, media={"app": "record"}
+    )
+    talk = 2.0  # seconds the test client sends its tone
+    with (
+        Baresip(
+            tmp_path / "baresip", BaresipConfig(codec_modules=("g722",), tone_hz=1000)
+        ) as phone,
+        RtpPeer(tone_hz=440) as rtp,
+        SipClient("udp", ("127.0.0.1", media.ports["udp"])) as sip,
+    ):
+        established = phone.dial(uri_of(media, session))
+        assert established["type"] == "CALL_ESTABLISHED", phone.control.events
+        call, answer = start_call(sip, uri_of(media, session), offer_sdp(rtp.port))
+        rtp.remote = rtp_target(answer)
+        deadline = time.monotonic() + 10
+        while rtp.sent < talk * 50:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)  # the RTP thread paces itself; wait for its count
+        rtp.sending = False
+        time.sleep(0.5)  # a tail of silence in the recording
+        hang_up(sip, call)
+        phone.hangup()
+    gone = wait_events(media, session["id"], "session.provider.disconnected", count=2)
+    by_leg = {e["data"]["participant_id"]: e for e in gone}
+    connected = {
+        e["data"]["participant_id"]: e
+        for e in session_events(media, session["id"])
+        if e["type"] == "session.provider.connected"
+    }
+    directory = media.data_dir / "recordings" / session["id"]
+    files = {p.stem: p for p in directory.glob("*.wav")}
+    assert set(files) == set(by_leg), (sorted(files), sorted(by_leg))
+    tones = {"G722": 1000, "PCMU": 440}
+    for leg, path in files.items():
+        samples, rate = read_wav(path)
+        duration = len(samples) / rate
+        # one frame per 20 ms tick from the start of media to the hang-up
+        assert duration == pytest.approx(by_leg[leg]["data"]["duration_s"], abs=0.25)
+        hz = tones[connected[leg]["data"]["codec"]]
+        tone = active(samples, rate)
+        assert dominant_frequency(tone, rate) == pytest.approx(hz, rel=0.01), path
+        assert tone_share(tone, rate, hz) > 0.9, path  # its own caller only
+        if hz == 440:  # the test client's: exactly what it sent
+            assert len(tone) / rate == pytest.approx(talk, abs=0.1)
+
+
+def write_wav(path: Path, pcm: np.ndarray, rate: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.astype("<i2").tobytes())
+
+
+def test_play_plays_a_wav_into_the_call(media: Service, tmp_path: Path) -> None:
+    write_wav(media.data_dir / "media" / "prompts" / "tone-750.wav", sine(750, 4.0, 16000), 16000)
+    session = media.create_session(
+        provider={"type": "sip", "transport": "udp"},
+        media={"app": "play", "play_file": "prompts/tone-750.wav"},
+    )
+    with RtpPeer(tone_hz=440) as rtp, SipClient("udp", ("127.0.0.1", media.ports["udp"])) as sip:
+        call, answer = start_call(sip, uri_of(media, session), offer_sdp(rtp.port))
+        rtp.remote = rtp_target(answer)
+        start = time.monotonic()
+        rtp.wait_for(75, start)
+        hang_up(sip, call)
+    assert_tone(rtp.audio_since(start), 8000, 750, 1.2)  # the file, not our own 440 Hz
+
+    # and a real phone with a wideband codec hears it too
+    with Baresip(
+        tmp_path / "baresip", BaresipConfig(codec_modules=("opus",), tone_hz=440, record=True)
+    ) as phone:
+        established = phone.dial(uri_of(media, session))
+        assert established["type"] == "CALL_ESTABLISHED", phone.control.events
+        phone.wait_received_audio(2.0)
+        phone.hangup()
+    _, heard = phone.recordings()
+    samples, rate = read_wav(heard)
+    assert_tone(samples, rate, 750, 1.5)

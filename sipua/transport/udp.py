@@ -198,6 +198,13 @@ class UdpReader:
             self.sock.close()
 
 
+def _reader_capable(loop: asyncio.AbstractEventLoop) -> bool:
+    """add_reader works on the selector loops and uvloop; not on the Windows proactor loop."""
+    if isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop):
+        return True
+    return type(loop).__module__.startswith("uvloop")
+
+
 async def open_udp(
     host: str,
     port: int,
@@ -218,7 +225,7 @@ async def open_udp(
     except OSError:
         sock.close()
         raise
-    if isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop):
+    if _reader_capable(loop):
         return UdpReader(sock, on_datagram, max_size, on_batch_end)
     _, protocol = await loop.create_datagram_endpoint(
         lambda: UdpListener(on_datagram, max_size, on_batch_end), sock=sock

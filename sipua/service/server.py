@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import signal
@@ -251,10 +252,26 @@ def _leg_hangup(ua: UserAgent) -> Any:
     return hangup
 
 
+def tune_garbage_collector() -> None:
+    """Keep the cyclic garbage collector off the per-call path.
+
+    Everything alive after start-up (modules, settings, the app) is moved out of the
+    collector's sight with ``gc.freeze()``, and a young collection runs every 50,000
+    allocations instead of 700: with thousands of live calls and transactions the default
+    makes full collections frequent and long (profiles showed ~20 % of CPU in them).
+    Call objects still form cycles (a call and its dialog refer to each other), so the
+    collector stays on.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 async def serve(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM, then hang up calls and stop cleanly."""
     configure_logging(settings.log_level, json_lines=settings.log_format == "json")
     service = await start_service(settings)
+    tune_garbage_collector()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

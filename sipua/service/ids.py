@@ -14,6 +14,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from sipua.sip.ids import random_bytes
+
 __all__ = [
     "SESSION_ID_PREFIX",
     "UlidGenerator",
@@ -44,13 +46,17 @@ def _encode(value: int) -> str:
     return "".join([pairs[(value >> shift) & 1023] for shift in _SHIFTS])
 
 
+def _random_bits(k: int) -> int:
+    return int.from_bytes(random_bytes((k + 7) // 8), "big") >> (-k % 8)
+
+
 class UlidGenerator:
     """Thread-safe monotonic ULID source; ``clock_ms`` and ``random_bits`` are injectable."""
 
     def __init__(
         self,
         clock_ms: Callable[[], int] | None = None,
-        random_bits: Callable[[int], int] = secrets.randbits,
+        random_bits: Callable[[int], int] = _random_bits,
     ) -> None:
         self._clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
         self._random_bits = random_bits

@@ -20,12 +20,12 @@ returns one; after ``process_answer`` build it as
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from .errors import SipError
+from .ids import random_bytes as pooled_random_bytes
 from .rtp_params import SRTP_SUITES, Codec, CryptoParams, RtpParameters
 from .sdes import SdesError, format_crypto, generate_crypto, parse_crypto
 from .sdp import (
@@ -408,7 +408,7 @@ def answer(
     *,
     previous: AnswerState | OfferState | None = None,
     direction: str = "sendrecv",
-    random_bytes: RandomBytes = secrets.token_bytes,
+    random_bytes: RandomBytes = pooled_random_bytes,
 ) -> AnswerState:
     """Answer ``offer`` (RFC 3264 §6): returns ``(answer_sdp, params)`` as an AnswerState.
 
@@ -619,7 +619,7 @@ def make_offer(
     *,
     previous: AnswerState | OfferState | None = None,
     direction: str = "sendrecv",
-    random_bytes: RandomBytes = secrets.token_bytes,
+    random_bytes: RandomBytes = pooled_random_bytes,
 ) -> tuple[SessionDescription, OfferState]:
     """An offer with one audio m-line: all our codecs in preference order.
 

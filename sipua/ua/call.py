@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import secrets
 from enum import Enum
 from typing import Any
 
 from sipua.sip.dialog import Dialog
+from sipua.sip.ids import random_hex
 from sipua.sip.message import Request
 from sipua.sip.offer_answer import AnswerState, OfferState
 from sipua.sip.transaction import Transaction
@@ -49,7 +49,7 @@ class Call:
     )
 
     def __init__(self, session: Any, invite: Request, invite_tx: Transaction, peer: Peer) -> None:
-        self.id = "leg_" + secrets.token_hex(8)
+        self.id = "leg_" + random_hex(8)
         self.session = session
         self.session_id: str = session.id
         self.invite = invite

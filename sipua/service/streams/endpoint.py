@@ -255,6 +255,7 @@ class StreamConnection(StreamControl):
         self.warnings = 0
         self._outbox: asyncio.Queue[Any] = asyncio.Queue()
         self._close_queued = False
+        self._metered = False  # stream_connected() was counted
         self._reader_task: asyncio.Task | None = None
         self._closed = asyncio.Event()
         self._connected_at: float | None = None
@@ -291,6 +292,7 @@ class StreamConnection(StreamControl):
             )
             if self.metrics is not None:
                 self.metrics.stream_connected(protocol.provider)
+                self._metered = True
             for message in protocol.opening_messages():
                 self._enqueue(message)
             participant.start()
@@ -379,13 +381,13 @@ class StreamConnection(StreamControl):
                         "stream": stats,  # everything: frames in/out, marks, reordering …
                     },
                 )
-                if self.metrics is not None:
-                    self.metrics.stream_disconnected(self.protocol.provider)
                 log.info("stream disconnected: %s", reason, extra=self._log_extra)
             else:
                 self._publish(
                     "failed", {"transport": "websocket", "remote": self._remote, "reason": reason}
                 )
+            if self._metered and self.metrics is not None:
+                self.metrics.stream_disconnected(self.protocol.provider)
             self._closed.set()
 
     async def _write_loop(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+import wave
 from typing import Any
 
 import numpy as np
@@ -330,3 +331,20 @@ def test_tone_frames_are_what_they_claim() -> None:
     assert abs(dominant_frequency(decoded, 8000) - 1000) < 10
     assert np.max(np.abs(decoded)) > 6000
     assert json.loads(TwilioPeer("t").start())["start"]["customParameters"] == {"token": "t"}
+
+
+async def test_the_sessions_own_app_records_the_stream(server: StreamServer) -> None:
+    session = server.create(mode="transcription", media={"app": "record"})
+    peer = TwilioPeer(session.stream_token)
+    async with await open_twilio(server, session, peer) as ws:
+        for frame in tone_frames(1000, 25):
+            await ws.send(peer.media(frame))
+        await ws.send(peer.stop())
+        assert await closed_with(ws) == (1000, "stream-stopped")
+    await server.wait_event(lambda e: e.type == "session.provider.disconnected")
+    path = server.settings.data_dir / "recordings" / session.id / f"{peer.stream_sid}.wav"
+    with wave.open(str(path), "rb") as wav:
+        assert wav.getframerate() == 16000
+        samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+    assert len(samples) >= 23 * 320  # 25 frames less the resampler's delay
+    assert abs(dominant_frequency(samples[640:], 16000) - 1000) < 20

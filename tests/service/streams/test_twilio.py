@@ -163,13 +163,13 @@ async def test_clear_flushes_the_provider_and_answers_pending_marks(server: Stre
             if message["event"] == "clear":
                 break
         assert message == {"event": "clear", "streamSid": peer.stream_sid}
-        assert after.count("media") <= 10  # only what was in flight
+        assert after.count("media") <= 25  # only what was in flight (not the 3 s prompt)
         assert await recv_json(ws) == {
             "event": "mark",
             "streamSid": peer.stream_sid,
             "mark": {"name": "end-of-prompt"},
         }
-        assert time.monotonic() - started < 1.0  # not after the 3 s prompt
+        assert time.monotonic() - started < 2.0  # not after the 3 s prompt
         # The prompt is gone: no more audio.
         with pytest.raises(TimeoutError):
             await recv_json(ws, timeout=0.3)

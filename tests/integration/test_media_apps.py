@@ -446,6 +446,29 @@ def test_telephone_event_follows_the_codec_clock(
     assert press["data"]["source"] == "rfc4733"
 
 
+def test_sip_info_dtmf_becomes_session_events(media: Service) -> None:
+    # baresip 1.0.0 receives INFO DTMF but only sends RFC 4733: the test client sends INFO.
+    session = media.create_session(provider={"type": "sip", "transport": "udp"})
+    bodies = [
+        ("application/dtmf-relay", b"Signal=5\r\nDuration=160\r\n"),
+        ("application/dtmf", b"#"),
+        ("application/dtmf-relay", b"Signal=*\r\nDuration=250\r\n"),
+    ]
+    with RtpPeer() as rtp, SipClient("udp", ("127.0.0.1", media.ports["udp"])) as sip:
+        call, _ = start_call(sip, uri_of(media, session), offer_sdp(rtp.port))
+        for content_type, body in bodies:
+            sip.send(call.in_dialog("INFO", body=body, content_type=content_type))
+            assert sip.final_response("INFO").status == 200
+        presses = wait_events(media, session["id"], "session.dtmf", count=len(bodies))
+        hang_up(sip, call)
+    assert [(p["data"]["digit"], p["data"]["source"]) for p in presses] == [
+        ("5", "sip-info"),
+        ("#", "sip-info"),
+        ("*", "sip-info"),
+    ]
+    assert [presses[0]["data"]["duration_ms"], presses[2]["data"]["duration_ms"]] == [160, 250]
+
+
 # -- 6. media apps ------------------------------------------------------------------------------------
 
 

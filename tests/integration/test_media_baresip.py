@@ -80,15 +80,22 @@ def assert_hears_tone(path: Path, hz: float, seconds: float) -> None:
 
 
 def echo_call(
-    svc: Service, session: dict, directory: Path, config: BaresipConfig
+    svc: Service, session: dict, directory: Path, config: BaresipConfig, *, reinvites: int = 0
 ) -> tuple[Baresip, dict]:
-    """baresip calls the session, hears ECHO_SECONDS of echo, hangs up; (baresip, disconnected)."""
+    """baresip calls the session, hears ECHO_SECONDS of echo (sending ``reinvites`` re-INVITEs
+    on the way), hangs up; returns (baresip, the disconnected event)."""
     with Baresip(directory, config) as phone:
         established = phone.dial(uri_of(svc, session))
         assert established["type"] == "CALL_ESTABLISHED", phone.control.events
+        phone.wait_received_audio(0.5)
+        for n in range(reinvites):  # the same SDP again, SRTP keys included
+            phone.control.command("reinvite", token=f"reinvite-{n}")
+            assert phone.control.wait_response(f"reinvite-{n}")["ok"], phone.control.events
         phone.wait_received_audio(ECHO_SECONDS + 0.5)
         phone.hangup()
     [gone] = wait_events(svc, session["id"], "session.provider.disconnected")
+    if reinvites:
+        assert phone.log().count("INVITE sip:") == 1 + reinvites
     return phone, gone
 
 
@@ -137,22 +144,33 @@ SHA1_80 = "AES_CM_128_HMAC_SHA1_80"
 SHA1_32 = "AES_CM_128_HMAC_SHA1_32"
 
 
-def test_srtp_required_echo_aes_cm_128_hmac_sha1_80(media: Service, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("policy", "mediaenc", "profile"),
+    [("required", "srtp-mand", "RTP/SAVP"), ("optional", "srtp", "RTP/AVP")],
+    ids=["required-savp", "optional-best-effort-avp"],
+)
+def test_srtp_echo_aes_cm_128_hmac_sha1_80(
+    media: Service, tmp_path: Path, policy: str, mediaenc: str, profile: str
+) -> None:
     session = sip_session(
-        media, codecs=["PCMU"], srtp={"enabled": "required", "crypto_suites": [SHA1_80]}
+        media, codecs=["PCMU"], srtp={"enabled": policy, "crypto_suites": [SHA1_80]}
     )
     config = BaresipConfig(
-        tone_hz=900, record=True, srtp=True, account_params=";mediaenc=srtp-mand"
+        tone_hz=900, record=True, srtp=True, account_params=f";mediaenc={mediaenc}"
     )
-    phone, gone = echo_call(media, session, tmp_path / "baresip", config)
+    phone, gone = echo_call(media, session, tmp_path / "baresip", config, reinvites=2)
     log = phone.log()
     assert f"SRTP is Enabled (cryptosuite={SHA1_80})" in log, log[-3000:]
     answer = log[log.index("SIP/2.0 200 OK") :]
-    assert re.search(r"m=audio \d+ RTP/SAVP ", answer), answer[:2000]
+    assert re.search(rf"m=audio \d+ {profile} ", answer), answer[:2000]
+    assert f"a=crypto:1 {SHA1_80} inline:" in answer
+    # the first answer and the answer to each re-INVITE carry our key
+    keys = re.findall(rf"SIP/2\.0 200 OK(?:.*\r?\n)*?a=crypto:1 {SHA1_80} inline:(\S+)", log)
+    assert len(keys) == 3, keys
     connected = connected_event(media, session)
     assert connected["data"]["secure"] is True
     assert gone["data"]["quality"]["srtp"] is True
-    assert_echoed(phone, gone, 900)
+    assert_echoed(phone, gone, 900)  # the tone all along, through the re-INVITEs
 
 
 def test_plain_rtp_offer_to_a_required_session_is_refused_with_488(

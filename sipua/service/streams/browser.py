@@ -4,7 +4,7 @@
 server sends ``{"type": "ready", …}``; from then on:
 
 - binary frames, both ways: 16-bit little-endian mono PCM at 16 kHz, normally 20 ms (640 octets)
-  per frame; other sizes are accepted (audio is re-cut into 20 ms frames);
+  per frame; other sizes up to 64 KiB are accepted (audio is re-cut into 20 ms frames);
 - text frames are JSON control messages. From the browser: ``{"type": "dtmf", "digit": "5"}``,
   ``{"type": "mark", "name": "…"}`` (answered with the same mark once the audio queued before
   it has been sent), ``{"type": "hangup"}``. From the server: ``ready``, ``clear`` (drop what
@@ -26,6 +26,8 @@ __all__ = ["BROWSER_FORMAT", "BrowserStream"]
 
 BROWSER_FORMAT = WireFormat("L16", 16000, "little")
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
+#: A binary frame longer than this (2 s of audio) is dropped: a microphone sends 20 ms.
+MAX_AUDIO_FRAME = 64 * 1024
 
 
 def _dumps(message: Mapping[str, Any]) -> str:
@@ -79,6 +81,10 @@ class BrowserStream(StreamProtocol):
         return [_dumps({"type": "ended", "reason": reason})]
 
     def on_bytes(self, data: bytes, participant: Any, control: StreamControl) -> None:
+        if len(data) > MAX_AUDIO_FRAME:
+            self.bad_messages += 1
+            control.warn("audio-frame-too-long", len(data))
+            return
         participant.receive_payload(data)
 
     def on_text(self, message: Mapping[str, Any], participant: Any, control: StreamControl) -> None:

@@ -120,3 +120,16 @@ async def test_application_dtmf_and_clear_reach_the_browser(server: StreamServer
         assert await recv_json(ws) == {"type": "clear"}
         await ws.send('{"type": "hangup"}')
         await closed_with(ws)
+
+
+async def test_an_oversized_audio_frame_is_dropped_not_played(server: StreamServer) -> None:
+    session = server.create()
+    async with await open_browser(server, session) as ws:
+        await recv_json(ws)  # ready
+        await ws.send(bytes(70 * 1024))  # over 2 s in one frame
+        await ws.send(pcm16le(tone(1000, 100, 16000)))
+        await ws.send('{"type": "hangup"}')
+        await closed_with(ws)
+    gone = await server.wait_event(lambda e: e.type == "session.provider.disconnected")
+    assert gone.data["stream"]["frames_in"] == 5
+    assert gone.data["stream"]["bad_messages"] == 1

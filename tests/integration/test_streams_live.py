@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import websockets
 
+from tests.integration.conftest import StartService
 from tests.integration.service import Service
 from tests.service.streams.audio import dominant_frequency, pcm16le, tone, ulaw_decode, ulaw_encode
 from tests.service.streams.peers import TelnyxPeer, TwilioPeer
@@ -152,3 +153,22 @@ async def test_demo_page_is_served(service: Service) -> None:
         assert (await client.get("/demo/pcm-worklet.js")).status_code == 200
         assert (await client.get("/demo/../api_key")).status_code == 404
         assert (await client.get("/demo/secret.txt")).status_code == 404
+
+
+async def test_shutdown_ends_streams_and_reports_them(serve: StartService) -> None:
+    svc = serve()
+    session = await asyncio.to_thread(svc.create_session, mode="echo")
+    url = f"{session['stream']['url']}?token={session['stream']['token']}"
+    ws = await websockets.connect(url, open_timeout=WAIT)
+    assert (await recv_json(ws))["type"] == "ready"
+    stopping = asyncio.ensure_future(asyncio.to_thread(svc.stop))
+    assert await recv_json(ws) == {"type": "ended", "reason": "shutdown"}
+    assert await closed_with(ws) == (1000, "shutdown")
+    assert await stopping == 0
+    # The participant's end is in the event log (read after a restart on the same data).
+    again = serve(data_dir=svc.data_dir)
+    async with api(again) as client:
+        r = await client.get(f"/v1/sessions/{session['id']}/events", params={"limit": 100})
+        gone = [e for e in r.json()["data"] if e["type"] == "session.provider.disconnected"]
+    assert [e["data"]["reason"] for e in gone] == ["shutdown"]
+    assert gone[0]["provider"]["type"] == "browser"

@@ -394,13 +394,15 @@ class Uas:
             if dialog is None:
                 return  # RFC 3261 §17.2.3: a stray ACK is dropped
             call = dialog.user_data  # type: ignore[assignment]
+            # The ACK of a re-INVITE's 2xx (matched to that re-INVITE's transaction, which has
+            # no call of its own, or to none once it has gone): when the 2xx carried our offer
+            # (a re-INVITE without SDP), the ACK carries the answer (RFC 3261 §14.2).
             if (
                 call is not None
-                and tx is None
                 and call.pending_offer is not None
                 and call.state is CallState.CONFIRMED
             ):
-                self._late_answer(call, event.request)  # ACK of a re-INVITE with our offer
+                self._late_answer(call, event.request)
             return
         if call.state is not CallState.ANSWERED:
             return

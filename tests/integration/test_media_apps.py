@@ -7,6 +7,7 @@ G.711 μ-law is coded here with numpy (ITU-T G.711), independently of sipua's co
 
 from __future__ import annotations
 
+import random
 import re
 import socket
 import struct
@@ -94,6 +95,7 @@ class RtpPeer:
     every RTP packet that arrives. A thread does both, until :meth:`close`."""
 
     def __init__(self, tone_hz: float = 440.0) -> None:
+        self.ssrc = random.getrandbits(32)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.port: int = self.sock.getsockname()[1]
@@ -125,7 +127,7 @@ class RtpPeer:
             self._queue += packets
 
     def _run(self) -> None:
-        seq, timestamp, ssrc = 1000, 160000, 0x5EED5EED
+        seq, timestamp, ssrc = random.getrandbits(15), random.getrandbits(31), self.ssrc
         next_send = time.monotonic()
         while not self._stop.is_set():
             self.sock.settimeout(max(0.0, next_send - time.monotonic()) or 0.001)
@@ -393,6 +395,49 @@ def test_late_offer_our_offer_in_the_200_their_answer_in_the_ack(media: Service)
         hang_up(sip, call)
     [connected] = wait_events(media, session["id"], "session.provider.connected")
     assert connected["data"]["codec"] == "PCMU"
+
+
+def origin_version(body: bytes) -> int:
+    found = re.search(rb"^o=\S+ \d+ (\d+) ", body, re.M)
+    assert found, body
+    return int(found.group(1))
+
+
+def test_reinvite_without_sdp_moves_media_to_the_address_in_the_ack(media: Service) -> None:
+    session = media.create_session(provider={"type": "sip", "transport": "udp"})
+    with (
+        RtpPeer(tone_hz=500) as first,
+        RtpPeer(tone_hz=900) as second,
+        SipClient("udp", ("127.0.0.1", media.ports["udp"])) as sip,
+    ):
+        call = sip.new_call(uri_of(media, session))
+        sip.send(call.invite(body=offer_sdp(first.port)))
+        ok = sip.final_response()
+        sip.send(call.ack(ok))
+        first.remote = rtp_target(parse_sdp_text(ok.body))
+        first.wait_for(25, time.monotonic())
+
+        # re-INVITE without SDP: sipua's offer in the 200, our answer in the ACK (RFC 3261 §14.2)
+        request = call.in_dialog("INVITE")
+        call.invite_cseq = call.cseq
+        sip.send(request)
+        reoffer = sip.final_response("INVITE")
+        assert reoffer.status == 200 and reoffer.get("content-type") == "application/sdp"
+        assert origin_version(reoffer.body) == origin_version(ok.body) + 1  # RFC 3264 §8
+        offer = parse_sdp_text(reoffer.body).audio
+        ulaw = next(pt for pt in offer.formats if offer.rtpmaps.get(pt, "").upper() == "PCMU/8000")
+        first.sending = False
+        sip.send(call.ack(reoffer, body=offer_sdp(second.port, codecs=((ulaw, "PCMU/8000"),))))
+        second.remote = (parse_sdp_text(reoffer.body).address, offer.port)
+        moved = time.monotonic()
+        second.wait_for(25, moved)  # the echo follows the answer's address
+        assert_tone(second.audio_since(moved, pt=ulaw), 8000, 900, 0.4)
+        assert first.count(moved + 0.1) == 0
+
+        # the offer was answered: the next re-INVITE is taken (not 500 "pending")
+        ok = reinvite(sip, call, offer_sdp(second.port, version=2))
+        assert parse_sdp_text(ok.body).audio.direction == "sendrecv"
+        hang_up(sip, call)
 
 
 def test_video_stream_is_refused_with_port_0_and_audio_works(media: Service) -> None:

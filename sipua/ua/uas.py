@@ -450,6 +450,21 @@ class Uas:
             log.info("call %s: no ACK for the 2xx, hanging up", call.id)
             call.state = CallState.CONFIRMED
             self._send_bye(call, "ack-timeout")
+            return
+        if call is None:
+            # A re-INVITE's 2xx (its transaction carries no call). When it held our offer,
+            # the answer will never come: end the session as §13.3.1.4 says, rather than
+            # refuse every later re-INVITE with 500 for a pending offer.
+            dialog = self.dialogs.find(event.transaction.request)
+            call = dialog.user_data if dialog is not None else None
+            if (
+                call is not None
+                and call.pending_offer is not None
+                and call.state is CallState.CONFIRMED
+            ):
+                log.info("call %s: no ACK with the answer to our re-offer, hanging up", call.id)
+                call.pending_offer = None
+                self._send_bye(call, "ack-timeout")
 
     # -- in-dialog requests ---------------------------------------------------------
 

@@ -32,9 +32,9 @@ from .baresip import (
     tone_share,
     wait_events,
 )
-from .conftest import assert_clean_stderr
+from .conftest import StartService, assert_clean_stderr
 from .service import Service, start_service
-from .sipclient import SipClient, SipMessage, UacCall
+from .sipclient import SipClient, SipMessage, UacCall, build_response
 
 pytestmark = pytest.mark.peer
 
@@ -438,6 +438,19 @@ def test_reinvite_without_sdp_moves_media_to_the_address_in_the_ack(media: Servi
         ok = reinvite(sip, call, offer_sdp(second.port, version=2))
         assert parse_sdp_text(ok.body).audio.direction == "sendrecv"
         hang_up(sip, call)
+
+
+def test_reoffer_never_answered_ends_the_call(serve: StartService) -> None:
+    svc = serve(env=media_env(SIPUA_SIP__ACK_TIMEOUT="2"))  # Timer L: 2 s instead of 64*T1
+    session = svc.create_session(provider={"type": "sip", "transport": "udp"})
+    with RtpPeer() as rtp, SipClient("udp", ("127.0.0.1", svc.ports["udp"])) as sip:
+        call, _ = start_call(sip, uri_of(svc, session), offer_sdp(rtp.port))
+        sip.send(call.in_dialog("INVITE"))  # no SDP, and no ACK for the 200 with sipua's offer
+        assert sip.final_response("INVITE").status == 200
+        bye = sip.recv_until(lambda m: m.method == "BYE", timeout=10)  # RFC 3261 §13.3.1.4
+        sip.send(build_response(bye, 200))
+    [gone] = wait_events(svc, session["id"], "session.provider.disconnected")
+    assert gone["data"]["reason"] == "ack-timeout"
 
 
 def test_video_stream_is_refused_with_port_0_and_audio_works(media: Service) -> None:

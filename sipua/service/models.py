@@ -354,6 +354,11 @@ class MediaOptions(_Model):
         max_length=255,
         description="File to play, relative to the server's media directory.",
     )
+    bridge_format: Literal["twilio", "l16"] | None = Field(
+        None,
+        description="Wire format of the bridge: 'twilio' (Twilio Media Streams, mu-law 8 kHz, the "
+        "default) or 'l16' (16-bit PCM at 16 kHz). Defaults to the server's bridge.format.",
+    )
 
     @field_validator("bridge_url")
     @classmethod

@@ -92,6 +92,7 @@ async def test_create_returns_201_with_addresses(client: httpx.AsyncClient) -> N
         "app": "bridge",
         "bridge_url": "wss://ai.example.test/audio",
         "play_file": None,
+        "bridge_format": None,
     }
     assert data["metadata"] == {"customer": "A-1042", "tags": ["vip"]}
     assert data["webhook_url"] == "https://hooks.example.test/sipua"

@@ -19,6 +19,17 @@ from .config import Settings
 log = logging.getLogger(__name__)
 
 
+class MediaAppUnavailable(OSError):
+    """The session's media application cannot start (its ``play_file`` is missing, say).
+
+    It says what the call should be told (DESIGN §3): a configuration fault is not a lack of
+    ports, so the INVITE gets 500 rather than 503 with a Retry-After the caller would obey.
+    """
+
+    sip_status = 500
+    failure_reason = "media-app-unavailable"
+
+
 def app_for_session(settings: Settings, session: Any, leg_id: str) -> MediaApp:
     """A new instance of the media application ``session`` asks for, for one participant.
 
@@ -76,7 +87,10 @@ class EngineBackend:
         return app_for_session(self.settings, session, leg_id)
 
     async def open_leg(self, session: Any, leg_id: str, on_event: Any = None) -> EngineLeg:
-        app = self.app_for(session, leg_id)
+        try:
+            app = self.app_for(session, leg_id)
+        except (OSError, ValueError, KeyError) as e:
+            raise MediaAppUnavailable(f"media app of session {session.id}: {e}") from e
         stream = await self.engine.create_stream(
             app=app,
             on_event=on_event,

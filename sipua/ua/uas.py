@@ -303,9 +303,14 @@ class Uas:
         self.ua.after_user_action()
 
     def _no_media(self, call: Call, error: OSError) -> None:
-        log.warning("no media ports for a call to %s: %s", call.session_id, error)
-        self.respond(call.invite_tx, 503, headers=[("Retry-After", "5")])
-        self._end(call, "no-media-ports", status=503)
+        # The media layer's error may say what to answer (sip_status, failure_reason); by
+        # default the ports ran out, which passes: 503 with Retry-After.
+        status = getattr(error, "sip_status", 503)
+        reason = getattr(error, "failure_reason", "no-media-ports")
+        log.warning("no media for a call to %s (%s): %s", call.session_id, reason, error)
+        headers = [("Retry-After", "5")] if status == 503 else []
+        self.respond(call.invite_tx, status, headers=headers)
+        self._end(call, reason, status=status)
 
     def _setup(self, call: Call, offer: Any, leg: MediaLeg) -> None:
         """Negotiate media on the leg's address, ring, and answer (now or after the delay)."""

@@ -612,3 +612,21 @@ def test_play_plays_a_wav_into_the_call(media: Service, tmp_path: Path) -> None:
     _, heard = phone.recordings()
     samples, rate = read_wav(heard)
     assert_tone(samples, rate, 750, 1.5)
+
+
+def test_play_with_a_missing_file_refuses_the_call_as_a_fault_not_as_busy_ports(
+    media: Service,
+) -> None:
+    session = media.create_session(
+        provider={"type": "sip", "transport": "udp"},
+        media={"app": "play", "play_file": "prompts/not-there.wav"},
+    )
+    with SipClient("udp", ("127.0.0.1", media.ports["udp"])) as sip:
+        call = sip.new_call(uri_of(media, session))
+        sip.send(call.invite(body=offer_sdp(40000)))
+        refused = sip.final_response()
+        sip.send(call.ack(refused))
+    assert refused.status == 500 and "retry-after" not in refused  # retrying cannot help
+    [failed] = wait_events(media, session["id"], "session.provider.failed")
+    assert failed["data"]["reason"] == "media-app-unavailable"
+    assert failed["data"]["status_code"] == 500

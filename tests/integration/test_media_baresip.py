@@ -80,12 +80,18 @@ def assert_hears_tone(path: Path, hz: float, seconds: float) -> None:
 
 
 def echo_call(
-    svc: Service, session: dict, directory: Path, config: BaresipConfig, *, reinvites: int = 0
+    svc: Service,
+    session: dict,
+    directory: Path,
+    config: BaresipConfig,
+    *,
+    reinvites: int = 0,
+    uri: str | None = None,
 ) -> tuple[Baresip, dict]:
     """baresip calls the session, hears ECHO_SECONDS of echo (sending ``reinvites`` re-INVITEs
     on the way), hangs up; returns (baresip, the disconnected event)."""
     with Baresip(directory, config) as phone:
-        established = phone.dial(uri_of(svc, session))
+        established = phone.dial(uri or uri_of(svc, session))
         assert established["type"] == "CALL_ESTABLISHED", phone.control.events
         phone.wait_received_audio(0.5)
         for n in range(reinvites):  # the same SDP again, SRTP keys included
@@ -136,6 +142,40 @@ def test_echo_with_each_codec(media: Service, tmp_path: Path, codec: str, tone: 
     assert connected["data"]["secure"] is False
     assert gone["data"]["quality"]["codec"].lower() == codec.lower()
     assert_echoed(phone, gone, tone)
+
+
+@pytest.mark.parametrize(
+    ("transport", "codec", "srtp"),
+    [("tcp", "G722", "off"), ("tls", "opus", "required")],
+    ids=["tcp-g722", "tls-srtp-opus"],
+)
+def test_echo_over_tcp_and_tls(
+    media: Service, tmp_path: Path, transport: str, codec: str, srtp: str
+) -> None:
+    session = media.create_session(
+        provider={
+            "type": "sip",
+            "transport": transport,
+            "codecs": [codec],
+            "srtp": {"enabled": srtp},
+        }
+    )
+    config = BaresipConfig(
+        codec_modules=ALL_CODECS,
+        tone_hz=1300,
+        record=True,
+        transport=transport,
+        ca_file=media.data_dir / "tls" / "sipua-cert.pem",
+        srtp=srtp != "off",
+        account_params=";mediaenc=srtp-mand" if srtp != "off" else "",
+    )
+    uri = f"sip:session_{session['id']}@127.0.0.1:{media.ports[transport]};transport={transport}"
+    phone, gone = echo_call(media, session, tmp_path / "baresip", config, uri=uri)
+    connected = connected_event(media, session)
+    assert connected["data"]["transport"] == transport
+    assert connected["data"]["codec"].lower() == codec.lower()
+    assert connected["data"]["secure"] is (srtp != "off")
+    assert_echoed(phone, gone, 1300)
 
 
 # -- 2. SDES-SRTP ---------------------------------------------------------------------------

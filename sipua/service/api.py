@@ -193,11 +193,23 @@ def create_app(
             log.exception("active_calls failed", extra={"session_id": session_id})
             return 0
 
+    def participants_of(session_id: str) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for source in (calls, getattr(app.state, "streams", None)):
+            lister = getattr(source, "participants", None)
+            if lister is None:
+                continue
+            try:
+                out.extend(lister(session_id))
+            except Exception:
+                log.exception("participants failed", extra={"session_id": session_id})
+        return out
+
     def view(session_id: str) -> SessionResponse:
         session = sessions.get(session_id)
         if session is None:
             raise HTTPException(404, _NOT_FOUND)
-        return sessions.describe(session, calls_of(session.id))
+        return sessions.describe(session, calls_of(session.id), participants_of(session.id))
 
     # The middleware enforces the key; this declares it in the OpenAPI document.
     bearer = HTTPBearer(
@@ -289,7 +301,7 @@ def create_app(
                 )
             except Exception:
                 log.exception("end_calls failed", extra={"session_id": session_id})
-        return sessions.describe(session, calls_of(session_id))
+        return sessions.describe(session, calls_of(session_id), participants_of(session_id))
 
     app.include_router(router)
     app.include_router(events_router())

@@ -583,6 +583,33 @@ class SessionResponse(BaseModel):
     created_at: datetime
     ended_at: datetime | None
     calls: int = Field(ge=0, description="Calls currently connected to the session.")
+    participants: list[ParticipantInfo] = Field(
+        default_factory=list,
+        description="The session's live participants (SIP calls and media streams) with their "
+        "media statistics so far.",
+    )
+
+
+class ParticipantInfo(BaseModel):
+    """One live participant of a session, as ``GET /v1/sessions/{id}`` shows it."""
+
+    participant_id: str
+    provider: str = Field(description="sip, twilio, telnyx or browser.")
+    state: str = Field(description="SIP: ringing, answered, confirmed; streams: their state.")
+    transport: str | None = None
+    remote: str | None = Field(None, description="host:port the participant connects from.")
+    call_id: str | None = Field(None, description="SIP Call-ID, or the provider's call id.")
+    codec: str | None = None
+    secure: bool | None = Field(None, description="SRTP in use (SIP).")
+    duration_s: float | None = Field(None, description="Seconds since the media connected.")
+    stats: dict[str, JsonValue] = Field(
+        default_factory=dict,
+        description="Media statistics so far: packets and bytes each way, loss, jitter, "
+        "round-trip time, R-factor and MOS (SIP); frame counters (streams).",
+    )
+
+
+SessionResponse.model_rebuild()
 
 
 class SessionPage(BaseModel):

@@ -299,7 +299,9 @@ class SessionService:
 
     # -- presentation --------------------------------------------------------------------------
 
-    def describe(self, session: Session, calls: int = 0) -> SessionResponse:
+    def describe(
+        self, session: Session, calls: int = 0, participants: Sequence[Any] = ()
+    ) -> SessionResponse:
         """The API view of a session, with URIs built from :attr:`endpoints`."""
         ep = self.endpoints
         return SessionResponse(
@@ -317,6 +319,7 @@ class SessionService:
             created_at=session.created_at,
             ended_at=session.ended_at,
             calls=max(0, calls),
+            participants=list(participants),
         )
 
     # -- internals -----------------------------------------------------------------------------

@@ -709,6 +709,34 @@ class Uas:
 
     # -- the session service's view --------------------------------------------------
 
+    def participants(self, session_id: str) -> list[dict[str, Any]]:
+        """The session's SIP calls with their media statistics so far (for the API)."""
+        now = self.ua.now()
+        out = []
+        for call in list(self.calls_by_session.get(session_id, ())):
+            params = call.sdp.params if call.sdp is not None else None
+            stats: dict[str, Any] = {}
+            if call.media is not None and call.state is not CallState.RINGING:
+                try:
+                    stats = call.media.stats()
+                except Exception:  # noqa: BLE001 - a view must not fail on one leg
+                    log.debug("stats of %s failed", call.id, exc_info=True)
+            out.append(
+                {
+                    "participant_id": call.id,
+                    "provider": "sip",
+                    "state": call.state.value,
+                    "transport": call.transport,
+                    "remote": call.remote,
+                    "call_id": call.call_id,
+                    "codec": params.codec.name if params is not None else None,
+                    "secure": bool(params is not None and params.secure),
+                    "duration_s": round(now - call.connected_at, 3) if call.connected_at else None,
+                    "stats": stats,
+                }
+            )
+        return out
+
     def active_calls(self, session_id: str) -> int:
         return len(self.calls_by_session.get(session_id, ()))
 

@@ -88,6 +88,28 @@ class StreamHub:
             self._clock = MediaClock()
         return self._clock
 
+    def participants(self, session_id: str) -> list[dict[str, Any]]:
+        """The session's live streams, for ``GET /v1/sessions/{id}``."""
+        out: list[dict[str, Any]] = []
+        for conn in list(self._live.get(session_id, ())):
+            participant = getattr(conn, "participant", None)
+            if participant is None:
+                continue
+            stats = participant.stats()
+            out.append(
+                {
+                    "participant_id": participant.id,
+                    "provider": stats.get("provider") or str(conn.protocol),
+                    "state": str(stats.get("state", "")),
+                    "transport": "websocket",
+                    "remote": getattr(conn, "_remote", None),
+                    "codec": stats.get("codec"),
+                    "duration_s": stats.get("duration_s"),
+                    "stats": stats,
+                }
+            )
+        return out
+
     def use_clock(self, clock: MediaClock) -> None:
         self._clock = clock
 

@@ -42,6 +42,7 @@ from sipua.sip.transaction import (
     TransactionTimedOut,
 )
 from sipua.sip.uri import SipUri, TelUri
+from sipua.transport.manager import UDP_REQUEST_LIMIT
 from sipua.transport.peer import Peer
 from sipua.transport.routing import DEFAULT_PORTS
 
@@ -632,10 +633,22 @@ class Uas:
             self._end(call, reason)
             return
         peer = self._dialog_peer(call, dialog)
-        via = self.ua.transports.via(peer.transport, new_branch())
+        headers = [("Reason", f'SIP;cause=200;text="{reason}"')]
         bye = dialog.create_request(
-            "BYE", via=via, headers=[("Reason", f'SIP;cause=200;text="{reason}"')]
+            "BYE", via=self.ua.transports.via(peer.transport, new_branch()), headers=headers
         )
+        if (
+            peer.transport == "udp"
+            and len(bye.to_bytes()) > UDP_REQUEST_LIMIT
+            and self.ua.transports.has_transport("tcp")
+        ):
+            # RFC 3261 §18.1.1: a request larger than 1300 octets (path MTU unknown) goes over
+            # a congestion-controlled transport; the Via says so.
+            peer = Peer("tcp", peer.addr)
+            dialog.local_seq = (dialog.local_seq or 1) - 1  # reuse the CSeq number
+            bye = dialog.create_request(
+                "BYE", via=self.ua.transports.via("tcp", new_branch()), headers=headers
+            )
         try:
             tx = self.layer.send_request(bye, self.ua.now(), context=peer, reliable=peer.reliable)
             tx.user_data = call

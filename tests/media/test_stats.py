@@ -111,3 +111,28 @@ def test_ntp_helpers():
     assert ntp >> 32 > 3_900_000_000  # after 2023
     assert ntp_middle(0x0123456789ABCDEF) == 0x456789AB
     assert clamp_lost(1 << 30) == (1 << 23) - 1 and clamp_lost(-(1 << 30)) == -(1 << 23)
+
+
+def test_source_statistics_keep_figures_per_ssrc_and_never_count_negative_loss():
+    from sipua.media.stats import SourceStatistics
+
+    sources = SourceStatistics(8000)
+    _feed(sources.select(0x1111), [s for s in range(100) if s != 50])  # audio: 1 lost
+    dtmf = sources.select(0x2222)  # SIPp's DTMF pcap: its own SSRC and sequence numbers
+    _feed(dtmf, [7000, 7001, 7002, 7002, 7002, 7003])  # end packets repeated: duplicates
+    assert dtmf.lost < 0  # the RFC 3550 figure may go negative ...
+    assert sources.expected == 100 + 4
+    assert sources.lost == 1  # ... a call's loss does not
+    _feed(sources.select(0x1111), range(100, 150))  # back to the first source: it continues
+    assert sources.expected == 150 + 4 and sources.lost == 1
+    assert sources.jitter_ms >= 0
+
+
+def test_source_statistics_retire_old_sources_into_the_totals():
+    from sipua.media.stats import SourceStatistics
+
+    sources = SourceStatistics(8000)
+    for n in range(SourceStatistics.MAX_SOURCES + 3):
+        _feed(sources.select(1000 + n), [s for s in range(10) if s != 5])
+    assert sources.expected == 10 * (SourceStatistics.MAX_SOURCES + 3)
+    assert sources.lost == SourceStatistics.MAX_SOURCES + 3

@@ -11,17 +11,27 @@ from .config import ConfigError, load_settings
 
 
 def serve(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML configuration file.")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="TOML configuration file.")
+    ] = None,
     host: Annotated[str | None, typer.Option(help="Address the SIP listeners bind to.")] = None,
-    sip_port: Annotated[int | None, typer.Option(help="SIP UDP and TCP port (0: ephemeral).")] = None,
+    sip_port: Annotated[
+        int | None, typer.Option(help="SIP UDP and TCP port (0: ephemeral).")
+    ] = None,
     tls_port: Annotated[int | None, typer.Option(help="SIP TLS port (0: ephemeral).")] = None,
     http_port: Annotated[int | None, typer.Option(help="HTTP API port (0: ephemeral).")] = None,
     http_host: Annotated[str | None, typer.Option(help="Address the HTTP API binds to.")] = None,
-    public_host: Annotated[str | None, typer.Option(help="Host name put in SIP URIs and stream URLs.")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Where the database, API key and TLS files live.")] = None,
+    public_host: Annotated[
+        str | None, typer.Option(help="Host name put in SIP URIs and stream URLs.")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Where the database, API key and TLS files live.")
+    ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error.")] = None,
     log_format: Annotated[str | None, typer.Option(help="text or json.")] = None,
-    uvloop: Annotated[bool, typer.Option("--uvloop", help="Run on uvloop (pip install 'sipua[uvloop]').")] = False,
+    uvloop: Annotated[
+        bool, typer.Option("--uvloop", help="Run on uvloop (pip install 'sipua[uvloop]').")
+    ] = False,
 ) -> None:
     """Run the SIP edge: UDP/TCP/TLS listeners, call control, media and the HTTP API.
 

@@ -10,6 +10,7 @@ generator's own scheduling, so an upper bound of the engine's added latency).
 
     python bench/media.py --calls 400 --duration 30 --srtp
     python bench/media.py --calls 100 --duration 20 --decode   # no fast path
+    SIPUA_BENCH_APP_RATE=8000 python bench/media.py --calls 300 --decode  # 8 kHz app (Twilio-format bridge)
 
 Prints packet loss, engine CPU (total and per call) and latency percentiles.
 """
@@ -69,7 +70,11 @@ async def _engine(
     engine = MediaEngine(
         "127.0.0.1", 30000, 30000 + 4 * calls + 100, rtp_timeout=0, udp_mode=udp_mode
     )
-    streams = [await engine.create_stream(app=EchoApp(fast_path=not decode)) for _ in range(calls)]
+    rate = int(os.environ.get("SIPUA_BENCH_APP_RATE", "16000"))
+    streams = [
+        await engine.create_stream(app=EchoApp(fast_path=not decode, sample_rate=rate))
+        for _ in range(calls)
+    ]
     conn.send([s.local_rtp_port for s in streams])
     peer_ports, rtcp_sink, keys = await loop.run_in_executor(None, conn.recv)
     codec = CODECS[codec_name]
@@ -359,7 +364,8 @@ async def micro(args) -> dict:
         ("decode_encode_srtp_us", True, True),
     ):
         engine = MediaEngine("127.0.0.1", 30000, 30100, rtp_timeout=0)
-        stream = await engine.create_stream(app=EchoApp(fast_path=not decode))
+        rate = int(os.environ.get("SIPUA_BENCH_APP_RATE", "16000"))
+        stream = await engine.create_stream(app=EchoApp(fast_path=not decode, sample_rate=rate))
         ours, theirs = os.urandom(30), os.urandom(30)
         codec = CODECS[args.codec]
         stream.start(

@@ -111,3 +111,35 @@ def test_codec_support_and_parameters():
     params = rtc_parameters(OPUS)
     assert params.mimeType == "audio/opus" and params.clockRate == 48000
     assert params.parameters == {"useinbandfec": "1"}
+
+
+@pytest.mark.parametrize("name,pt", [("PCMU", 0), ("PCMA", 8)])
+def test_g711_tables_reproduce_pyav_exactly(name, pt):
+    import fractions
+
+    import av
+    import numpy as np
+    from aiortc.codecs import get_decoder, get_encoder
+    from aiortc.jitterbuffer import JitterFrame
+
+    from sipua.media.codecs import AudioDecoder, AudioEncoder, G711Table, rtc_parameters
+
+    codec = Codec(name, pt, 8000)
+    table = G711Table.of(codec)
+    rng = np.random.default_rng(7)
+    pcm = rng.normal(0, 9000, 8000).clip(-32768, 32767).astype("<i2").tobytes()
+    reference = get_encoder(rtc_parameters(codec))
+    expected = b""
+    for i in range(0, len(pcm), 320):
+        frame = av.AudioFrame(format="s16", layout="mono", samples=160)
+        frame.planes[0].update(pcm[i : i + 320])
+        frame.sample_rate, frame.pts = 8000, i // 2
+        frame.time_base = fractions.Fraction(1, 8000)
+        expected += b"".join(reference.encode(frame)[0])
+    encoder = AudioEncoder(codec, 8000)  # the 8 kHz application path uses the table
+    got = b"".join(b"".join(encoder.encode(pcm[i : i + 320])) for i in range(0, len(pcm), 320))
+    assert got == expected
+    every_code = bytes(range(256))
+    frames = get_decoder(rtc_parameters(codec)).decode(JitterFrame(data=every_code, timestamp=0))
+    decoded = b"".join(bytes(f.planes[0])[: f.samples * 2] for f in frames)
+    assert AudioDecoder(codec, 8000).decode(every_code, 0) == decoded == table.decode(every_code)

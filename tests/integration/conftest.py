@@ -7,54 +7,30 @@ message must become a response, never a crash in a handler.
 
 from __future__ import annotations
 
-import os
-import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .service import Service, start_service
-
-_FAULT = re.compile(r"Traceback \(most recent call last\)|^\S+ \S+ (ERROR|CRITICAL) ", re.M)
+from .service import (  # noqa: F401 - re-exported for the tests of this folder
+    Service,
+    StartService,
+    assert_clean_stderr,
+    isolate_home,
+    serving,
+    start_service,
+)
 
 
 @pytest.fixture(autouse=True)
 def _isolated_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No developer SIPUA_* settings and no writes to the real home."""
-    for name in list(os.environ):
-        if name.upper().startswith("SIPUA_"):
-            monkeypatch.delenv(name)
-    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
-    home = tmp_path / "home"
-    home.mkdir(exist_ok=True)
-    monkeypatch.setenv("HOME", str(home))
-
-
-def assert_clean_stderr(service: Service) -> None:
-    text = service.stderr()
-    match = _FAULT.search(text)
-    assert match is None, f"sipua serve logged a fault:\n{text[max(0, match.start() - 2000) :]}"
-
-
-StartService = Callable[..., Service]
+    isolate_home(monkeypatch, tmp_path)
 
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[StartService]:
     """``serve(*flags, env={...}, data_dir=...)`` starts a service; all are stopped afterwards."""
-    started: list[Service] = []
-
-    def start(*flags: str, env: dict | None = None, data_dir: Path | None = None) -> Service:
-        svc = start_service(data_dir or tmp_path / f"data{len(started)}", *flags, env=env)
-        started.append(svc)
-        return svc
-
-    yield start
-    for svc in started:
-        svc.stop()
-    for svc in started:
-        assert_clean_stderr(svc)
+    yield from serving(tmp_path)
 
 
 @pytest.fixture(scope="module")

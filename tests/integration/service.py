@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,12 @@ import httpx
 import pytest
 
 READY_TIMEOUT = 30.0
+
+# What a clean run of sipua serve never logs: a traceback, or an ERROR/CRITICAL line (text or JSON).
+FAULT = re.compile(
+    r"Traceback \(most recent call last\)|^\S+ \S+ (ERROR|CRITICAL) |\"level\": \"(error|critical)\"",
+    re.M,
+)
 
 
 def require_tool(name: str) -> str:
@@ -178,3 +185,40 @@ def run_sipp(
         int(counts.get("Failed call", 0)),
         out,
     )
+
+
+def assert_clean_stderr(service: Service) -> None:
+    """A bad message must become a response, never a crash in a handler."""
+    text = service.stderr()
+    match = FAULT.search(text)
+    assert match is None, f"sipua serve logged a fault:\n{text[max(0, match.start() - 2000) :]}"
+
+
+StartService = Callable[..., Service]
+
+
+def isolate_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No developer SIPUA_* settings and no writes to the real home."""
+    for name in list(os.environ):
+        if name.upper().startswith("SIPUA_"):
+            monkeypatch.delenv(name)
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    monkeypatch.setenv("HOME", str(home))
+
+
+def serving(tmp_path: Path) -> Iterator[StartService]:
+    """The body of the ``serve`` fixtures: every service started is stopped, then its stderr checked."""
+    started: list[Service] = []
+
+    def start(*flags: str, env: dict | None = None, data_dir: Path | None = None) -> Service:
+        svc = start_service(data_dir or tmp_path / f"data{len(started)}", *flags, env=env)
+        started.append(svc)
+        return svc
+
+    yield start
+    for svc in started:
+        svc.stop()
+    for svc in started:
+        assert_clean_stderr(svc)

@@ -6,17 +6,23 @@ stderr is checked afterwards: a traceback or an ERROR line fails the test.
 
 from __future__ import annotations
 
-import os
-import re
 import secrets
 import socket
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from integration.service import Service, start_service
+from integration.service import (  # noqa: F401 - re-exported for the security tests
+    FAULT,
+    Service,
+    StartService,
+    assert_clean_stderr,
+    isolate_home,
+    serving,
+    start_service,
+)
 from integration.sipclient import (
     SipClient,
     SipMessage,
@@ -30,49 +36,18 @@ from sipua.sip.auth import DigestClient, RetryWith
 from sipua.sip.message import Request, parse_message
 from sipua.transport.peer import Peer
 
-FAULT = re.compile(
-    r"Traceback \(most recent call last\)|^\S+ \S+ (ERROR|CRITICAL) |\"level\": \"(error|critical)\"",
-    re.M,
-)
 API_KEY = "test-key-0123456789abcdef"
 
 
 @pytest.fixture(autouse=True)
 def _isolated_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No developer SIPUA_* settings and no writes to the real home."""
-    for name in list(os.environ):
-        if name.upper().startswith("SIPUA_"):
-            monkeypatch.delenv(name)
-    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
-    home = tmp_path / "home"
-    home.mkdir(exist_ok=True)
-    monkeypatch.setenv("HOME", str(home))
-
-
-def assert_clean_stderr(service: Service) -> None:
-    text = service.stderr()
-    match = FAULT.search(text)
-    assert match is None, f"sipua serve logged a fault:\n{text[max(0, match.start() - 2000) :]}"
-
-
-StartService = Callable[..., Service]
+    isolate_home(monkeypatch, tmp_path)
 
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[StartService]:
     """``serve(*flags, env={...}, data_dir=...)`` starts a service; all are stopped afterwards."""
-    started: list[Service] = []
-
-    def start(*flags: str, env: dict | None = None, data_dir: Path | None = None) -> Service:
-        svc = start_service(data_dir or tmp_path / f"data{len(started)}", *flags, env=env)
-        started.append(svc)
-        return svc
-
-    yield start
-    for svc in started:
-        svc.stop()
-    for svc in started:
-        assert_clean_stderr(svc)
+    yield from serving(tmp_path)
 
 
 # -- requests for the gate, built as text and parsed by sipua ------------------------------------

@@ -24,9 +24,7 @@ import json
 import logging
 import os
 import secrets
-import sqlite3
 import stat
-import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -34,7 +32,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sipua.service.ids import UlidGenerator
-from sipua.service.store import DB_FILENAME, SqliteSessionRepository, StoreError
+from sipua.service.sqlite import Database
+from sipua.service.store import DB_FILENAME, StoreError
 from sipua.sip.credentials import ALGORITHMS, get_algorithm, ha1
 from sipua.ua.authgate import CredentialRecord
 from sipua.ua.netlist import AddressList
@@ -181,27 +180,11 @@ class SqliteCredentialStore:
 
     def __init__(self, path: Path | str, *, busy_timeout: float = 5.0) -> None:
         self.path = Path(path)
-        # Opening the session repository runs every migration, the credentials table's too.
-        SqliteSessionRepository(self.path, busy_timeout=busy_timeout).close()
-        self._lock = threading.Lock()
-        try:
-            conn = sqlite3.connect(
-                str(self.path), isolation_level=None, check_same_thread=False, timeout=busy_timeout
-            )
-            conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open credential store {self.path}: {exc}") from exc
-        self._conn: sqlite3.Connection | None = conn
-
-    def _execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
-        if self._conn is None:
-            raise StoreError("credential store is closed")
-        try:
-            return self._conn.execute(sql, params)
-        except sqlite3.IntegrityError as exc:
-            raise CredentialConflict(f"credential exists: {exc}") from exc
-        except sqlite3.Error as exc:
-            raise StoreError(f"credential store error: {exc}") from exc
+        self._db = Database(
+            self.path, "credential store", busy_timeout=busy_timeout, conflict=CredentialConflict
+        )
+        self._lock = self._db.lock
+        self._execute = self._db.execute
 
     def add(self, credential: StoredCredential) -> None:
         marks = ", ".join("?" for _ in _COLUMNS)
@@ -224,10 +207,7 @@ class SqliteCredentialStore:
         return cursor.rowcount > 0
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        self._db.close()
 
 
 def open_credential_store(data_dir: Path) -> SqliteCredentialStore:

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -23,7 +21,8 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from sipua.service.events import SessionEvent
-from sipua.service.store import DB_FILENAME, SqliteSessionRepository, StoreError
+from sipua.service.sqlite import Database
+from sipua.service.store import DB_FILENAME, StoreError
 
 __all__ = [
     "DeliveryAttempt",
@@ -157,41 +156,10 @@ class SqliteEventStore:
 
     def __init__(self, path: Path | str, *, busy_timeout: float = 5.0) -> None:
         self.path = Path(path)
-        # Opening the session repository runs (or checks) every migration, ours included.
-        SqliteSessionRepository(self.path, busy_timeout=busy_timeout).close()
-        self._lock = threading.Lock()
-        try:
-            conn = sqlite3.connect(
-                str(self.path),
-                isolation_level=None,
-                check_same_thread=False,
-                timeout=busy_timeout,
-            )
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open event log {self.path}: {exc}") from exc
-        self._conn: sqlite3.Connection | None = conn
-
-    def _execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
-        if self._conn is None:
-            raise StoreError("event log is closed")
-        try:
-            return self._conn.execute(sql, params)
-        except sqlite3.Error as exc:
-            raise StoreError(f"event log error: {exc}") from exc
-
-    def _transaction(self, work: Any) -> Any:
-        with self._lock:
-            self._execute("BEGIN IMMEDIATE")
-            try:
-                result = work()
-                self._execute("COMMIT")
-                return result
-            except BaseException:
-                if self._conn is not None and self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
+        self._db = Database(self.path, "event log", busy_timeout=busy_timeout)
+        self._lock = self._db.lock
+        self._execute = self._db.execute
+        self._transaction = self._db.transaction
 
     def append(self, records: Sequence[tuple[SessionEvent, DeliveryStatus, str | None]]) -> None:
         if not records:
@@ -210,15 +178,11 @@ class SqliteEventStore:
         ]
 
         def work() -> None:
-            assert self._conn is not None
-            try:
-                self._conn.executemany(
-                    "INSERT INTO events (id, session_id, type, created_at, body, "
-                    "delivery_status, last_error) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
-            except sqlite3.Error as exc:
-                raise StoreError(f"event log error: {exc}") from exc
+            self._db.executemany(
+                "INSERT INTO events (id, session_id, type, created_at, body, "
+                "delivery_status, last_error) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
 
         self._transaction(work)
 
@@ -329,10 +293,7 @@ class SqliteEventStore:
         return self._records(rows)
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        self._db.close()
 
 
 def open_event_store(data_dir: Path) -> SqliteEventStore:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextvars
 import ipaddress
-import json
 import os
 import re
 import socket
@@ -56,6 +55,7 @@ from sipua.service.models import (
     normalize_codec_list,
 )
 from sipua.service.security_config import SecuritySettings
+from sipua.service.security_config import split_list as _split_list
 
 __all__ = [
     "BridgeSettings",
@@ -91,19 +91,6 @@ def default_data_dir() -> Path:
     # XDG Base Directory spec: a relative XDG_DATA_HOME is invalid and must be ignored.
     base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "share"
     return base / "sipua"
-
-
-def _split_list(value: Any) -> Any:
-    """Accept ``'["a","b"]'`` (JSON) and ``'a, b'`` from the environment; pass lists through."""
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            try:
-                return json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"not a valid JSON list: {exc.msg}") from None
-        return [part.strip() for part in text.split(",") if part.strip()]
-    return value
 
 
 class _Section(BaseModel):

@@ -31,7 +31,7 @@ _METHOD_RE = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]{1,32}$")
 _SESSION_ID_RE = re.compile(r"^sess_[0-7][0-9A-HJKMNP-TV-Z]{25}$")
 
 
-def _split_list(value: Any) -> Any:
+def split_list(value: Any) -> Any:
     """``'["a","b"]'`` (JSON) or ``'a, b'`` from the environment; lists pass through."""
     if isinstance(value, str):
         text = value.strip()
@@ -167,7 +167,7 @@ class SecuritySettings(_Section):
     )
     @classmethod
     def _lists(cls, value: Any) -> Any:
-        return _split_list(value)
+        return split_list(value)
 
     @field_validator("algorithms")
     @classmethod

@@ -15,7 +15,7 @@ from enum import Enum
 
 from .checks import Rejection
 from .errors import ParseError
-from .grammar import QUOTED_RE, WS
+from .grammar import QUOTED_RE, WS, split_outside
 from .headers import NameAddr, parse_name_addr
 from .message import Request, Response
 from .uri import SipUri, Uri
@@ -57,33 +57,10 @@ def _strip_tag(value: str, addr: NameAddr | None = None) -> str:
         end = value.find(";")  # an addr-spec's parameters are the header's (§20.10)
     kept = [
         part.strip(WS)
-        for part in _split_params(value[end:])[1:]
+        for part in split_outside(value[end:], ";")[1:]
         if part.split("=", 1)[0].strip(WS).lower() != "tag"
     ]
     return value[:end] + "".join(";" + part for part in kept)
-
-
-def _split_params(text: str) -> list[str]:
-    """``text`` split on the semicolons outside quoted strings."""
-    parts: list[str] = []
-    start = 0
-    in_quote = False
-    i = 0
-    while i < len(text):
-        c = text[i]
-        if in_quote:
-            if c == "\\":
-                i += 1
-            elif c == '"':
-                in_quote = False
-        elif c == '"':
-            in_quote = True
-        elif c == ";":
-            parts.append(text[start:i])
-            start = i + 1
-        i += 1
-    parts.append(text[start:])
-    return parts
 
 
 class Dialog:

@@ -141,6 +141,11 @@ def split_commas(value: str) -> list[str]:
         return [value]
     if '"' not in value and "<" not in value:
         return [v.strip(WS) for v in value.split(",")]
+    return [v.strip(WS) for v in split_outside(value, ",")]
+
+
+def split_outside(value: str, separator: str) -> list[str]:
+    """``value`` split on ``separator`` where it stands outside quoted strings and ``<...>``."""
     out = []
     start = 0
     in_quote = False
@@ -160,11 +165,11 @@ def split_commas(value: str) -> list[str]:
             in_angle = True
         elif c == ">":
             in_angle = False
-        elif c == "," and not in_angle:
-            out.append(value[start:i].strip(WS))
+        elif c == separator and not in_angle:
+            out.append(value[start:i])
             start = i + 1
         i += 1
-    out.append(value[start:].strip(WS))
+    out.append(value[start:])
     return out
 
 

@@ -228,6 +228,11 @@ class Dialog:
             self.local_seq += 1
         return self.local_seq
 
+    def next_hop(self) -> Uri:
+        """Where a request in this dialog is sent: the first route, else the remote target
+        (RFC 3261 §12.2.1.1 with §8.1.2)."""
+        return _route_uri(self.route_set[0]) if self.route_set else self.remote_target
+
     def request_target(self) -> tuple[Uri, list[str]]:
         """Request-URI and Route values for a request in this dialog (RFC 3261 §12.2.1.1)."""
         routes = self.route_set

@@ -393,3 +393,12 @@ def _parse_uri_general(text: str) -> Uri:
         password=password,
         _text=text,
     )
+
+
+def target_user(uri: Uri) -> str | None:
+    """Whom a Request-URI names: a SIP URI's user part (unescaped once), a tel URI's number."""
+    if isinstance(uri, SipUri):
+        return uri.user_unescaped
+    if isinstance(uri, TelUri):
+        return uri.number
+    return None

@@ -17,7 +17,7 @@ from sipua.sip.builders import make_response
 from sipua.sip.errors import ParseError
 from sipua.sip.framer import MalformedMessage
 from sipua.sip.ids import new_tag
-from sipua.sip.message import Request, Response, parse_message
+from sipua.sip.message import Request, Response, parse_message, salvage_request
 from sipua.sip.offer_answer import MediaPolicy
 from sipua.sip.transaction import (
     AckReceived,
@@ -41,11 +41,6 @@ from .media import MediaBackend
 from .uas import SessionResolver, Uas
 
 log = logging.getLogger(__name__)
-
-try:  # added by the message layer's maintainers; optional here
-    from sipua.sip.message import salvage_request  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover
-    salvage_request = None
 
 
 @dataclass
@@ -180,7 +175,7 @@ class UserAgent:
 
     def _reject_unparsable(self, data: bytes, peer: Peer, error: ParseError) -> None:
         self.counters["parse_errors"] += 1
-        request = salvage_request(data) if salvage_request is not None else None
+        request = salvage_request(data)
         if request is None:
             log.info("dropped unparsable message from %s: %s", peer, error.detail)
             return

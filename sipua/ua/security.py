@@ -33,7 +33,7 @@ from typing import Any
 from sipua.sip.auth import DigestServer
 from sipua.sip.errors import ParseError
 from sipua.sip.message import Request
-from sipua.sip.uri import SipUri, TelUri
+from sipua.sip.uri import SipUri, target_user
 from sipua.transport.peer import Peer
 
 from .authgate import CredentialLookup, CredentialRecord, RequestAuthenticator, Verdict, uri_check
@@ -459,13 +459,7 @@ class SecurityGate:
     def _session_for(self, request: Request) -> Any:
         if self._sessions is None:
             return None
-        uri = request.uri
-        if isinstance(uri, SipUri):
-            user = uri.user_unescaped
-        elif isinstance(uri, TelUri):
-            user = uri.number
-        else:
-            user = None
+        user = target_user(request.uri)
         if not user:
             return None
         try:

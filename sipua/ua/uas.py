@@ -41,7 +41,7 @@ from sipua.sip.transaction import (
     TransactionFailed,
     TransactionTimedOut,
 )
-from sipua.sip.uri import SipUri, TelUri
+from sipua.sip.uri import SipUri, target_user
 from sipua.transport.manager import UDP_REQUEST_LIMIT
 from sipua.transport.peer import Peer
 from sipua.transport.routing import DEFAULT_PORTS
@@ -227,13 +227,7 @@ class Uas:
             # Shutting down: a call answered now would be dropped without a BYE.
             self.respond(tx, 503, headers=[("Retry-After", "5")])
             return
-        uri = request.uri
-        if isinstance(uri, SipUri):
-            user = uri.user_unescaped
-        elif isinstance(uri, TelUri):
-            user = uri.number
-        else:
-            user = None
+        user = target_user(request.uri)
         session = self.sessions.resolve_sip_user(user) if user else None
         if session is None or _session_ended(session):
             self.respond(tx, 404)
@@ -660,11 +654,7 @@ class Uas:
 
     def _dialog_peer(self, call: Call, dialog: Dialog) -> Peer:
         """Where requests in this dialog go: the next hop, over the connection in use when possible."""
-        next_hop = dialog.request_target()[0]
-        if dialog.route_set:
-            from sipua.sip.dialog import _route_uri
-
-            next_hop = _route_uri(dialog.route_set[0])
+        next_hop = dialog.next_hop()
         transport = call.transport
         host: str | None = None
         port: int | None = None

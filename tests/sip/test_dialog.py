@@ -494,6 +494,28 @@ def test_strict_route_with_uri_headers_drops_them():
     assert routes == ["<sip:r@y>"]
 
 
+def test_next_hop_is_the_first_route_else_the_remote_target():
+    def dialog(route_set: list[str]) -> Dialog:
+        return Dialog(
+            call_id="c",
+            local_tag="l",
+            remote_tag="r",
+            local_uri="<sip:l@x>",
+            remote_uri="<sip:r@y>",
+            remote_target=SipUri("192.0.2.9", user="r", port=5070),
+            route_set=route_set,
+            local_seq=1,
+            remote_seq=None,
+        )
+
+    assert str(dialog([]).next_hop()) == "sip:r@192.0.2.9:5070"
+    hop = dialog(
+        ["<sip:p1.example.com:5080;lr;transport=tcp>", "<sip:p2.example.com;lr>"]
+    ).next_hop()
+    assert isinstance(hop, SipUri)
+    assert (hop.host, hop.port, hop.transport) == ("p1.example.com", 5080, "tcp")
+
+
 # -- early dialogs ----------------------------------------------------------------------------
 
 

@@ -172,3 +172,13 @@ def test_eq_and_hash_are_textual() -> None:
     assert a == b and hash(a) == hash(b) and len({a, b}) == 1
     assert parse_uri("sip:a@H") != a  # textual; use equivalent() for the RFC rules
     assert a != "sip:a@h"
+
+
+def test_target_user_names_whom_a_request_uri_addresses():
+    from sipua.sip.uri import parse_uri, target_user
+
+    assert target_user(parse_uri("sip:session_sess%5F1@example.com")) == "session_sess_1"
+    assert target_user(parse_uri("sips:alice@example.com:5061;transport=tls")) == "alice"
+    assert target_user(parse_uri("tel:+15551234567;phone-context=example.com")) == "+15551234567"
+    assert target_user(parse_uri("sip:example.com")) is None
+    assert target_user(parse_uri("nobodyKnowsThisScheme:opaque")) is None

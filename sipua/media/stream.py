@@ -432,6 +432,17 @@ class MediaStream:
         for press in presses:
             self._report_dtmf(press.digit, press.duration_ms)
 
+    def signalled_dtmf(self, digit: str, duration_ms: int, source: str = "sip-info") -> None:
+        """A key press that came in signalling (SIP INFO), for the application.
+
+        Call control reports it on the event bus itself, so it is not emitted again here."""
+        self.dtmf_received += 1
+        if self.app is not None and self.state == "started":
+            event = DtmfReceived(
+                digit=digit, duration_ms=duration_ms, source=source, stream_id=self.stream_id
+            )
+            self._call_app(self.app.on_dtmf, self.participant, event)
+
     def _report_dtmf(self, digit: str, duration_ms: int) -> None:
         self.dtmf_received += 1
         event = DtmfReceived(digit=digit, duration_ms=duration_ms, stream_id=self.stream_id)

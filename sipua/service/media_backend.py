@@ -43,7 +43,11 @@ def app_for_session(settings: Settings, session: Any, leg_id: str) -> MediaApp:
         return get_app("record", directory=data_dir / "recordings" / session.id)
     if name == "play":
         play_file = getattr(media, "play_file", None)
-        source = str(data_dir / "media" / play_file) if play_file else "tone:440"
+        play_tone = getattr(media, "play_tone", None)
+        if play_file:
+            source = str(data_dir / "media" / play_file)
+        else:
+            source = f"tone:{play_tone or 440}"
         return get_app("play", source=source)
     if name == "bridge":
         return get_app(
@@ -69,6 +73,9 @@ class EngineLeg:
 
     def stats(self) -> dict[str, Any]:
         return self.stream.stats()
+
+    def dtmf(self, digit: str, duration_ms: int, source: str) -> None:
+        self.stream.signalled_dtmf(digit, duration_ms, source)
 
     def close(self) -> None:
         self._backend._close_later(self.stream)

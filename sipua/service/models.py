@@ -33,6 +33,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from sipua.media.play import tone_frequencies
+
 __all__ = [
     "CODECS",
     "CRYPTO_SUITES",
@@ -348,6 +350,13 @@ class MediaOptions(_Model):
         validate_default=True,
         description="ws:// or wss:// URL of the backend the bridge app streams audio to.",
     )
+    play_tone: str | None = Field(
+        None,
+        max_length=64,
+        description="Tone for app 'play' instead of a file: frequencies in Hz joined by '+' "
+        "('440', '350+440'); it plays until hang-up.",
+        examples=["350+440"],
+    )
     play_file: str | None = Field(
         None,
         validate_default=True,
@@ -372,14 +381,37 @@ class MediaOptions(_Model):
             )
         return value
 
+    @field_validator("play_tone")
+    @classmethod
+    def _play_tone(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        app = info.data.get("app")
+        if app not in (None, "play"):
+            raise PydanticCustomError(
+                "unused", "play_tone is only used by app 'play' (app is '{app}')", {"app": app}
+            )
+        try:
+            tone_frequencies("tone:" + value)
+        except ValueError:
+            raise PydanticCustomError(
+                "play_tone", "play_tone must be frequencies in Hz (0-24000) joined by '+'"
+            ) from None
+        return value
+
     @field_validator("play_file")
     @classmethod
     def _play_file(cls, value: str | None, info: ValidationInfo) -> str | None:
         app = info.data.get("app")
         if value is None:
-            if app == "play":
-                raise PydanticCustomError("missing", "play_file is required when app is 'play'")
+            # play_tone is absent from info.data when it failed its own validation.
+            if app == "play" and "play_tone" in info.data and info.data["play_tone"] is None:
+                raise PydanticCustomError(
+                    "missing", "play_file (or play_tone) is required when app is 'play'"
+                )
             return None
+        if info.data.get("play_tone") is not None:
+            raise PydanticCustomError("conflict", "give play_file or play_tone, not both")
         if app not in (None, "play"):
             raise PydanticCustomError(
                 "unused", "play_file is only used by app 'play' (app is '{app}')", {"app": app}

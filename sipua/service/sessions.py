@@ -368,7 +368,7 @@ class SessionService:
             return media
         if media.bridge_url is not None:
             app = "bridge"
-        elif media.play_file is not None:
+        elif media.play_file is not None or media.play_tone is not None:
             app = "play"
         elif request.mode is SessionMode.ECHO:
             app = "echo"
@@ -380,7 +380,7 @@ class SessionService:
                 "bridge_url is required: the server's default media app is 'bridge'",
                 "missing",
             )
-        if app == "play" and media.play_file is None:
+        if app == "play" and media.play_file is None and media.play_tone is None:
             raise SessionRequestError(
                 ("body", "media", "play_file"),
                 "play_file is required: the server's default media app is 'play'",

@@ -26,6 +26,9 @@ class MediaLeg(Protocol):
 
     def stats(self) -> dict[str, Any]: ...
 
+    # Optional: ``dtmf(digit, duration_ms, source)`` hands a key press that came in signalling
+    # (SIP INFO) to the leg's media application.
+
 
 class MediaBackend(Protocol):
     def open_leg(

@@ -12,8 +12,10 @@ import asyncio
 import inspect
 import ipaddress
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from sipua.sip.auth import Authorization
 from sipua.sip.builders import make_response
 from sipua.sip.checks import Rejection, inspect_request
 from sipua.sip.dialog import Dialog, DialogRegistry
@@ -47,6 +49,7 @@ from sipua.transport.peer import Peer
 from sipua.transport.routing import DEFAULT_PORTS
 
 from .call import Call, CallState
+from .challenges import ChallengeResponder
 from .events import (
     CallConnected,
     CallConnecting,
@@ -98,6 +101,7 @@ class Uas:
         self._tasks: set[asyncio.Task] = set()
         self._byes: set[Transaction] = set()  # our BYEs still waiting for a final response
         self._byes_done: asyncio.Event | None = None
+        self.challenges = ChallengeResponder()  # 401/407 to our BYEs
         self.shutdown_grace = 3.0  # seconds shutdown() waits for its BYEs to be answered
         self.counters = {
             "calls_answered": 0,
@@ -556,6 +560,9 @@ class Uas:
             return
         self.respond(tx, 200)
         if call is not None:
+            deliver = getattr(call.media, "dtmf", None)
+            if deliver is not None:
+                deliver(digit, duration, "sip-info")  # to the media application too
             self.bus.publish(
                 DtmfReceived(
                     **self._event_fields(call), digit=digit, duration_ms=duration, source="sip-info"
@@ -584,11 +591,20 @@ class Uas:
     def on_response(self, event: ResponseReceived) -> None:
         tx = event.transaction
         call = tx.user_data
-        if call is None or event.response.status < 200:
+        response = event.response
+        if call is None or response.status < 200:
             return
         self._bye_finished(tx)
-        if tx.method == "BYE" and call.dialog is not None:
-            self.dialogs.remove(call.dialog)
+        if tx.method != "BYE" or call.dialog is None:
+            return
+        if response.status in (401, 407):
+            # RFC 3261 §22.2: resend with credentials and a new CSeq, once per challenge.
+            credentials = self.challenges.answer(call.id, call.session, tx.request, response)
+            if credentials:
+                self._send_bye(call, call.end_reason, credentials=credentials)
+                return
+        self.challenges.forget(call.id)
+        self.dialogs.remove(call.dialog)
 
     def on_stray_response(self, event: StrayResponseReceived) -> None:
         return None  # RFC 3261 §18.1.2: responses matching no transaction are dropped
@@ -600,6 +616,7 @@ class Uas:
             return
         self._bye_finished(tx)
         if tx.kind is Kind.NON_INVITE_CLIENT and tx.method == "BYE" and call.dialog is not None:
+            self.challenges.forget(call.id)
             self.dialogs.remove(call.dialog)
 
     def on_failure(self, event: TransactionFailed) -> None:
@@ -621,13 +638,23 @@ class Uas:
         elif call.state is CallState.CONFIRMED:
             self._send_bye(call, reason)
 
-    def _send_bye(self, call: Call, reason: str) -> None:
+    def _send_bye(
+        self, call: Call, reason: str, *, credentials: Sequence[Authorization] = ()
+    ) -> None:
         dialog = call.dialog
         if dialog is None:
             self._end(call, reason)
             return
         peer = self._dialog_peer(call, dialog)
+        if peer is None:
+            log.warning(
+                "call %s: BYE not sent: its next hop is sips: and TLS is not available", call.id
+            )
+            self.dialogs.remove(dialog)
+            self._end(call, reason)
+            return
         headers = [("Reason", f'SIP;cause=200;text="{reason}"')]
+        headers += [(a.header_name, a.value) for a in credentials]
         bye = dialog.create_request(
             "BYE", via=self.ua.transports.via(peer.transport, new_branch()), headers=headers
         )
@@ -652,19 +679,26 @@ class Uas:
             self.dialogs.remove(dialog)
         self._end(call, reason, keep_dialog=True)
 
-    def _dialog_peer(self, call: Call, dialog: Dialog) -> Peer:
-        """Where requests in this dialog go: the next hop, over the connection in use when possible."""
+    def _dialog_peer(self, call: Call, dialog: Dialog) -> Peer | None:
+        """Where requests in this dialog go: the next hop, over the connection in use when possible.
+
+        None when the next hop is a SIPS URI and no TLS is to be had: RFC 3261 §26.2.2, a
+        sips: hop is reached over TLS or not at all."""
         next_hop = dialog.next_hop()
         transport = call.transport
         host: str | None = None
         port: int | None = None
+        secure = False
         if isinstance(next_hop, SipUri):
             if next_hop.transport in ("udp", "tcp", "tls"):
                 transport = next_hop.transport
             if next_hop.secure:
                 transport = "tls"
+                secure = True
             host, port = next_hop.host_bare, next_hop.port
         if not self.ua.transports.has_transport(transport):
+            if secure and call.transport != "tls":
+                return None
             transport = call.transport
         conn = call.peer.connection
         if transport == call.transport and conn is not None and conn.is_open:

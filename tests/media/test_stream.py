@@ -193,6 +193,18 @@ async def test_dtmf_from_the_sipp_pcaps_reaches_the_app(engine):
     assert {e.duration_ms for e in probe.dtmf} == {280}
 
 
+async def test_signalled_dtmf_goes_to_the_app_only(engine):
+    probe = ToneProbe()
+    events: list = []
+    ours = await engine.create_stream(app=probe, on_event=events.append)
+    ours.signalled_dtmf("5", 100)  # before start: no application yet to tell
+    assert probe.dtmf == []
+    ours.start(params(PCMU, 40000))
+    ours.signalled_dtmf("9", 160, "sip-info")
+    assert [(e.digit, e.duration_ms, e.source) for e in probe.dtmf] == [("9", 160, "sip-info")]
+    assert not [e for e in events if isinstance(e, DtmfReceived)]  # call control reports it
+
+
 async def test_hold_stops_sending_and_keeps_receiving(engine):
     ours, peer, probe, _, _ = await _echo_pair(engine, PCMU, ours_app=ToneProbe(440))
     ours_app = ours.app

@@ -91,6 +91,7 @@ async def test_create_returns_201_with_addresses(client: httpx.AsyncClient) -> N
     assert data["media"] == {
         "app": "bridge",
         "bridge_url": "wss://ai.example.test/audio",
+        "play_tone": None,
         "play_file": None,
         "bridge_format": None,
     }

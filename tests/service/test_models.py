@@ -268,6 +268,20 @@ def test_play_needs_a_file() -> None:
     assert ok.play_file == "prompts/hello.wav"
 
 
+def test_play_a_tone_instead_of_a_file() -> None:
+    assert MediaOptions.model_validate({"app": "play", "play_tone": "350+440"}).play_file is None
+    assert MediaOptions.model_validate({"play_tone": "1000"}).play_tone == "1000"
+    for bad in ("loud", "440+", "0", "30000", "440;rm"):
+        loc, msg = only_error({"mode": "echo", "media": {"app": "play", "play_tone": bad}})
+        assert loc == ("media", "play_tone") and "frequencies in Hz" in msg, bad
+    loc, msg = only_error(
+        {"mode": "echo", "media": {"app": "play", "play_tone": "440", "play_file": "a.wav"}}
+    )
+    assert loc == ("media", "play_file") and "not both" in msg
+    loc, msg = only_error({"mode": "echo", "media": {"app": "echo", "play_tone": "440"}})
+    assert loc == ("media", "play_tone") and "only used by app 'play'" in msg
+
+
 # -- metadata and webhook ---------------------------------------------------------------------
 
 

@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
+from sipua.media.play import tone_frequencies
 from sipua.service.config import Settings, load_settings
 from sipua.service.ids import new_session_id
+from sipua.service.media_backend import app_for_session
 from sipua.service.models import (
     Session,
     SessionCreate,
@@ -149,6 +151,10 @@ def test_media_app_inference(data_dir: Path) -> None:
     assert bridged.media.app == "bridge"
     played = service.create(request(mode="ai_agent", media={"play_file": "hello.wav"}))
     assert played.media.app == "play"
+    toned = service.create(request(mode="ai_agent", media={"play_tone": "350+440"}))
+    assert toned.media.app == "play"
+    app = app_for_session(s, toned, "leg_1")
+    assert tone_frequencies(app.source) == [350.0, 440.0]
     explicit = service.create(request(mode="echo", media={"app": "record"}))
     assert explicit.media.app == "record"
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
 from integration.sipclient import (
     AsyncUdpClient,
+    SipMessage,
     build_request,
     build_response,
     new_branch,
@@ -17,6 +21,7 @@ from integration.sipclient import (
     sdp_offer,
 )
 
+from sipua.sip.auth import AuthOutcome, DigestServer, HA1Table
 from sipua.ua.events import CallConnected, CallDisconnected, CallFailed, DtmfReceived
 
 from .conftest import Harness, MakeUa
@@ -271,6 +276,25 @@ async def test_info_dtmf_relay_is_published(ua: Harness) -> None:
     assert r.status == 415
 
 
+async def test_info_dtmf_reaches_the_media_application(ua: Harness) -> None:
+    pressed: list[tuple[str, int, str]] = []
+    open_leg = ua.ua.uas.media.open_leg
+
+    def leg_with_dtmf(*args, **kwargs):
+        leg = open_leg(*args, **kwargs)
+        leg.dtmf = lambda digit, duration, source: pressed.append((digit, duration, source))
+        return leg
+
+    ua.ua.uas.media.open_leg = leg_with_dtmf
+    call, _ = await ua.connect()
+    for body in (b"Signal=#\r\nDuration=120\r\n", b"Signal=11\r\n"):
+        info = call.in_dialog("INFO", body=body, content_type="application/dtmf-relay")
+        assert (await ua.client.request(info)).status == 200
+    info = call.in_dialog("INFO", body=b"7", content_type="application/dtmf")
+    assert (await ua.client.request(info)).status == 200
+    assert pressed == [("#", 120, "sip-info"), ("#", 250, "sip-info"), ("7", 250, "sip-info")]
+
+
 async def test_lower_cseq_in_dialog_gets_500(ua: Harness) -> None:
     call, _ = await ua.connect()
     assert (await ua.client.request(call.in_dialog("OPTIONS", cseq=10))).status == 200
@@ -471,3 +495,87 @@ async def test_shutdown_byes_calls_and_refuses_new_ones(make_ua: MakeUa) -> None
     await asyncio.wait_for(stopping, 2.0)
     event = await h.wait_event(CallDisconnected)
     assert event.reason == "shutdown"
+
+
+# -- digest challenges to our own requests (RFC 3261 §22.2) ------------------------------------
+
+
+class _Pbx:
+    """The far end of the call as a PBX that authenticates every request it receives."""
+
+    realm = "pbx.example.net"
+
+    def __init__(self, password: str) -> None:
+        self.server = DigestServer(algorithms=("SHA-256", "MD5"))
+        self.users = HA1Table()
+        self.users.add("trunk-7", self.realm, password)
+
+    def challenge(self, request: SipMessage, proxy: bool = False) -> bytes:
+        name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
+        values = self.server.challenge(self.realm, time.time(), proxy=proxy)
+        status, reason = (407, "Proxy Authentication Required") if proxy else (401, "Unauthorized")
+        return build_response(request, status, reason, headers=[(name, v) for v in values])
+
+    def verify(self, request: SipMessage, proxy: bool = False):
+        header = request.get("proxy-authorization" if proxy else "authorization")
+        assert header is not None, request.start
+        return self.server.verify(
+            request.method,
+            header,
+            self.users,
+            time.time(),
+            request_uri=request.request_uri,
+            proxy=proxy,
+        )
+
+
+async def _challenged_bye(h: Harness, pbx: _Pbx, proxy: bool) -> tuple[SipMessage, SipMessage]:
+    await h.connect()
+    await h.ua.uas.end_calls("s1")
+    first = await h.client.recv_until(lambda m: m.is_request)
+    assert first.method == "BYE" and "authorization" not in first
+    await h.client.send(pbx.challenge(first, proxy=proxy))
+    second = await h.client.recv_until(lambda m: m.is_request and m.cseq != first.cseq)
+    return first, second
+
+
+async def test_challenged_bye_is_resent_once_with_the_session_credentials(make_ua: MakeUa) -> None:
+    h = await make_ua()
+    h.sessions.by_id["s1"].provider = SimpleNamespace(username="trunk-7", password="s3cret")
+    pbx = _Pbx("s3cret")
+    for proxy in (False, True):
+        first, second = await _challenged_bye(h, pbx, proxy)
+        assert second.method == "BYE" and second.call_id == first.call_id
+        assert second.cseq[0] == first.cseq[0] + 1  # a new request in the same dialog
+        result = pbx.verify(second, proxy=proxy)
+        assert result.outcome is AuthOutcome.OK, result
+        assert result.algorithm == "SHA-256"  # the strongest offered
+        await h.client.send(build_response(second, 200))
+        event = await h.wait_event(CallDisconnected)
+        h.events.clear()
+        assert event.call_id == first.call_id
+        assert len(h.ua.uas.dialogs) == 0
+
+
+async def test_a_refused_bye_password_is_not_tried_again(make_ua: MakeUa) -> None:
+    h = await make_ua()
+    h.sessions.by_id["s1"].provider = SimpleNamespace(username="trunk-7", password="wrong")
+    pbx = _Pbx("s3cret")
+    _, second = await _challenged_bye(h, pbx, proxy=False)
+    assert pbx.verify(second).outcome is not AuthOutcome.OK
+    await h.client.send(pbx.challenge(second))  # the same answer to a wrong password
+    with pytest.raises(TimeoutError):
+        await h.client.recv_until(lambda m: m.is_request, timeout=1.5)
+    assert len(h.ua.uas.dialogs) == 0  # given up: the dialog is gone, no loop
+
+
+async def test_a_challenged_bye_without_credentials_ends_the_dialog(make_ua: MakeUa) -> None:
+    h = await make_ua()
+    pbx = _Pbx("s3cret")
+    await h.connect()
+    await h.ua.uas.end_calls("s1")
+    bye = await h.client.recv_until(lambda m: m.is_request)
+    await h.client.send(pbx.challenge(bye))
+    with pytest.raises(TimeoutError):
+        await h.client.recv_until(lambda m: m.is_request, timeout=1.0)
+    assert len(h.ua.uas.dialogs) == 0

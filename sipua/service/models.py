@@ -49,6 +49,7 @@ __all__ = [
     "SessionResponse",
     "SessionStatus",
     "SipAddresses",
+    "SipEndpoint",
     "SipProvider",
     "SrtpOptions",
     "SrtpPolicy",
@@ -270,6 +271,19 @@ class SrtpOptions(_Model):
         return value
 
 
+class SipEndpoint(_Model):
+    """One place an outbound session is called at; tried in priority order (lower first)."""
+
+    uri: SafeText = Field(
+        max_length=1024,
+        pattern=r"^(?i:sips?):\S+$",
+        description="sip: or sips: URI of the PBX or trunk (';transport=tcp|tls' honoured).",
+        examples=["sips:+15551234567@pbx-eu.example.com"],
+    )
+    priority: int = Field(0, ge=0, le=1000, description="Lower is tried first.")
+    region: SafeText | None = Field(None, max_length=64, examples=["eu-west"])
+
+
 class SipProvider(_Model):
     """Calls reach the session over SIP (a PBX or SIP trunk dials the session URI)."""
 
@@ -288,7 +302,17 @@ class SipProvider(_Model):
         None,
         max_length=1024,
         pattern=r"^(?i:sips?):\S+$",
-        description="Where to call for outbound sessions (sip: or sips: URI).",
+        description="Where to call for outbound sessions (sip: or sips: URI): sipua dials it "
+        "when the session is created, before any of 'endpoints'.",
+    )
+    endpoints: list[SipEndpoint] | None = Field(
+        None,
+        max_length=10,
+        description="More places to call, in priority order, when the ones before do not "
+        "answer, cannot be reached, or answer 408 or 5xx.",
+    )
+    dial_timeout_s: float = Field(
+        30.0, ge=1.0, le=300.0, description="How long each endpoint is given to answer."
     )
     username: SafeText | None = Field(None, min_length=1, max_length=256)
     password: SecretStr | None = Field(

@@ -22,6 +22,7 @@ from sipua.transport.manager import ListenConfig
 from sipua.transport.tls import ensure_certificate, server_context
 from sipua.ua.core import UaConfig, UserAgent
 from sipua.ua.events import EventBus
+from sipua.ua.uac import session_endpoints
 
 from .api import create_app
 from .apikey import ensure_api_key
@@ -180,6 +181,12 @@ async def start_service(settings: Settings) -> RunningService:
         await ua.uas.end_calls(session.id)
 
     sessions.on_ended.append(end_calls)
+
+    def dial_out(session: Any) -> None:
+        if session_endpoints(session):  # provider.sip_uri / endpoints: sipua calls the PBX
+            ua.uas.dialer.dial(session)
+
+    sessions.on_created.append(dial_out)
     # Events: UA bus -> product events -> event log + signed webhooks, and metrics.
     event_store = open_event_store(settings.data_dir)
     metrics = Metrics()

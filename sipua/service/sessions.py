@@ -190,6 +190,8 @@ class SessionService:
         #: Called with the ended :class:`Session` whenever a session ends (once per session).
         #: Sync callables run inline; awaitables run concurrently, bounded by observer_timeout.
         self.on_ended: list[EndedObserver] = []
+        #: Called with each new :class:`Session` once it is stored (outbound sessions dial here).
+        self.on_created: list[Callable[[Session], None]] = []
         self.observer_timeout = observer_timeout
         self._clock = clock or (lambda: datetime.now(UTC))
         self._active: dict[str, Session] = {}
@@ -273,6 +275,11 @@ class SessionService:
             "session created",
             extra={"session_id": session.id, "mode": session.mode.value},
         )
+        for observer in list(self.on_created):
+            try:
+                observer(session)
+            except Exception:  # noqa: BLE001 - the session exists; its call reports its failure
+                log.exception("session observer failed", extra={"session_id": session.id})
         return session
 
     async def end(self, session_id: str) -> Session | None:

@@ -46,6 +46,7 @@ class Call:
         "end_reason",
         "answer_handle",
         "contact",
+        "dialing",
     )
 
     def __init__(self, session: Any, invite: Request, invite_tx: Transaction, peer: Peer) -> None:
@@ -70,10 +71,21 @@ class Call:
         self.end_reason = ""
         self.answer_handle: Any = None
         self.contact = ""
+        self.dialing: Any = None  # an outbound call's progress (sipua.ua.uac.Dialing)
+
+    @classmethod
+    def outgoing(cls, session: Any, peer: Peer) -> Call:
+        """A call we place; its INVITE and transaction come with each attempt."""
+        return cls(session, None, None, peer)  # type: ignore[arg-type]
+
+    @property
+    def outbound(self) -> bool:
+        return self.dialing is not None
 
     @property
     def call_id(self) -> str:
-        return self.invite.call_id
+        invite = self.invite
+        return invite.call_id if invite is not None else self.dialing.call_id
 
     @property
     def remote(self) -> str:

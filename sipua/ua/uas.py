@@ -60,6 +60,7 @@ from .events import (
     EventBus,
 )
 from .media import MediaBackend, MediaLeg
+from .uac import Dialer
 
 if TYPE_CHECKING:
     from .core import UserAgent
@@ -101,7 +102,8 @@ class Uas:
         self._tasks: set[asyncio.Task] = set()
         self._byes: set[Transaction] = set()  # our BYEs still waiting for a final response
         self._byes_done: asyncio.Event | None = None
-        self.challenges = ChallengeResponder()  # 401/407 to our BYEs
+        self.challenges = ChallengeResponder()  # 401/407 to our BYEs and INVITEs
+        self.dialer = Dialer(self)  # outbound calls
         self.shutdown_grace = 3.0  # seconds shutdown() waits for its BYEs to be answered
         self.counters = {
             "calls_answered": 0,
@@ -592,7 +594,12 @@ class Uas:
         tx = event.transaction
         call = tx.user_data
         response = event.response
-        if call is None or response.status < 200:
+        if call is None:
+            return
+        if call.dialing is not None and tx.method in ("INVITE", "CANCEL"):
+            self.dialer.on_response(call, tx, response)
+            return
+        if response.status < 200:
             return
         self._bye_finished(tx)
         if tx.method != "BYE" or call.dialog is None:
@@ -614,6 +621,9 @@ class Uas:
         call = tx.user_data
         if call is None:
             return
+        if call.dialing is not None and tx.method == "INVITE":
+            self.dialer.on_timeout(call, tx)
+            return
         self._bye_finished(tx)
         if tx.kind is Kind.NON_INVITE_CLIENT and tx.method == "BYE" and call.dialog is not None:
             self.challenges.forget(call.id)
@@ -623,6 +633,9 @@ class Uas:
         tx = event.transaction
         self._bye_finished(tx)
         call = tx.user_data
+        if call is not None and call.dialing is not None and tx.method in ("INVITE", "CANCEL"):
+            self.dialer.on_failure(call, tx)
+            return
         if call is not None and call.state is not CallState.ENDED:
             self._end(call, "transport-error", status=503)
 
@@ -630,7 +643,9 @@ class Uas:
 
     def hangup(self, call: Call, reason: str) -> None:
         """End a call from our side, whatever state it is in."""
-        if call.state is CallState.RINGING:
+        if call.state is CallState.RINGING and call.dialing is not None:
+            self.dialer.hangup(call, reason)  # an outbound call still dialing: CANCEL it
+        elif call.state is CallState.RINGING:
             self.respond(call.invite_tx, 480, to_tag=call.to_tag)
             self._end(call, reason, status=480)
         elif call.state is CallState.ANSWERED:

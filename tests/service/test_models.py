@@ -228,6 +228,35 @@ def test_sip_uri_and_credentials() -> None:
     assert "control characters" in msg
 
 
+def test_outbound_endpoints_and_dial_timeout() -> None:
+    req = SessionCreate.model_validate(
+        {
+            "mode": "ai_agent",
+            "provider": {
+                "type": "sip",
+                "sip_uri": "sips:+15551234567@pbx-eu.example.test",
+                "endpoints": [{"uri": "sip:+15551234567@pbx-us.example.test", "priority": 2}],
+                "dial_timeout_s": 12,
+            },
+        }
+    )
+    sip = req.provider
+    assert isinstance(sip, SipProvider) and sip.dial_timeout_s == 12
+    assert sip.endpoints is not None and sip.endpoints[0].priority == 2
+    assert SipProvider().dial_timeout_s == 30
+    base = {"type": "sip", "sip_uri": "sip:a@b.test"}
+    bad = [
+        ({"endpoints": [{"uri": "tel:+1555"}]}, ("endpoints", 0, "uri")),
+        ({"endpoints": [{"uri": "sip:a@b", "priority": -1}]}, ("endpoints", 0, "priority")),
+        ({"endpoints": [{"uri": "sip:a@b"}] * 11}, ("endpoints",)),
+        ({"dial_timeout_s": 0}, ("dial_timeout_s",)),
+        ({"dial_timeout_s": 3600}, ("dial_timeout_s",)),
+    ]
+    for extra, where in bad:
+        loc, _ = only_error({"mode": "echo", "provider": {**base, **extra}})
+        assert loc == ("provider", "sip", *where), extra
+
+
 def test_twilio_account_sid_shape() -> None:
     loc, _ = only_error({"mode": "echo", "provider": {"type": "twilio", "account_sid": "AC12"}})
     assert loc == ("provider", "twilio", "account_sid")

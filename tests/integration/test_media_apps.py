@@ -1,8 +1,9 @@
 """SDP offer/answer branches and the record/play media apps, end to end through ``sipua serve``.
 
 The caller is the test's own SIP client (``sipclient.py``) with an RTP endpoint of its own
-(:class:`RtpPeer`: a PCMU tone out every 20 ms, every packet that comes back kept), or baresip.
-G.711 μ-law is coded here with numpy (ITU-T G.711), independently of sipua's codecs.
+(:class:`RtpPeer`: a PCMU or PCMA tone out every 20 ms, every packet that comes back kept, and
+RTCP answered on request), or baresip. G.711 μ-law and A-law are coded here with numpy
+(ITU-T G.711), independently of sipua's codecs.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 import pytest
 
 from sipua.media.concealment import FADE_FRAMES
+from sipua.media.stats import estimate_mos
 
 from .baresip import (
     Baresip,
@@ -40,7 +42,7 @@ from .sipclient import SipClient, SipMessage, UacCall, build_response
 
 pytestmark = pytest.mark.peer
 
-PCMU, OPUS = 0, 111  # static PT; the PT the tests offer Opus on
+PCMU, PCMA, OPUS = 0, 8, 111  # static PTs; the PT the tests offer Opus on
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +76,33 @@ def ulaw_decode(data: bytes) -> np.ndarray:
     return np.where(u & 0x80, -magnitude, magnitude).astype(np.float64)
 
 
+# -- G.711 A-law (ITU-T G.711: 13-bit magnitude, segment/mantissa, even bits inverted) -------
+
+_ALAW_SEGMENT_END = np.array([0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF])
+
+
+def alaw_encode(pcm: np.ndarray) -> bytes:
+    x = pcm.astype(np.int32) >> 3  # 13 bits
+    negative = x < 0
+    mask = np.where(negative, 0x55, 0xD5)
+    x = np.where(negative, -x - 1, x)
+    segment = np.searchsorted(_ALAW_SEGMENT_END, x)
+    mantissa = np.where(segment < 2, x >> 1, x >> np.maximum(segment, 1)) & 0x0F
+    code = np.where(segment >= 8, 0x7F, (np.minimum(segment, 7) << 4) | mantissa)
+    return ((code ^ mask) & 0xFF).astype(np.uint8).tobytes()
+
+
+def alaw_decode(data: bytes) -> np.ndarray:
+    a = np.frombuffer(data, dtype=np.uint8).astype(np.int32) ^ 0x55
+    segment = (a >> 4) & 0x07
+    t = (a & 0x0F) << 4
+    t = np.where(segment == 0, t + 8, (t + 0x108) << np.maximum(segment - 1, 0))
+    return np.where(a & 0x80, t, -t).astype(np.float64)
+
+
+DECODERS = {PCMU: ulaw_decode, PCMA: alaw_decode}
+
+
 def sine(hz: float, seconds: float, rate: int = 8000, level: float = 0.3) -> np.ndarray:
     n = np.arange(int(seconds * rate))
     return (32767 * level * np.sin(2 * np.pi * hz * n / rate)).astype(np.int16)
@@ -92,9 +121,40 @@ class Received:
     payload: bytes
 
 
+NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900 to 1970 (RFC 3550 §4)
+RTCP_SR, RTCP_SDES = 200, 202
+PROBE = bytes(range(160))  # an audio payload no tone packet carries: its echo marks a point
+
+
+def ntp_middle_now() -> int:
+    """The middle 32 bits of the current NTP time, what LSR carries (RFC 3550 §6.4.1)."""
+    ntp = time.time() + NTP_EPOCH_OFFSET
+    seconds = int(ntp)
+    return ((seconds & 0xFFFF) << 16) | int((ntp - seconds) * 65536)
+
+
+@dataclass
+class SenderReport:
+    """An RTCP SR that came in: when, from which SSRC, and its NTP time as LSR."""
+
+    arrival: float
+    ssrc: int
+    lsr: int
+
+
 class RtpPeer:
-    """The caller's RTP: a PCMU tone every 20 ms to ``remote`` (when sending), and a log of
-    every RTP packet that arrives. A thread does both, until :meth:`close`."""
+    """The caller's RTP: a tone every 20 ms to ``remote`` (when sending) in ``pt`` (PCMU or PCMA,
+    switchable mid-call), and a log of every RTP packet that arrives. A thread does both, until
+    :meth:`close`.
+
+    With :meth:`answer_rtcp` (for rtcp-mux: RTCP on the RTP port), every SR that arrives is
+    answered ``hold`` seconds later with an SR of ours whose report block carries that SR's LSR
+    and a DLSR of ``hold - hidden``: the far end must measure ``hidden`` plus the real round trip
+    as its RTT (RFC 3550 §6.4.1). The audio packet after each answer carries :data:`PROBE`, so
+    the echo of that payload shows that the far end has read the answer (same socket, in order).
+    """
+
+    REPORTED_LOST, REPORTED_JITTER = 3, 80  # what our report block says of sipua's stream
 
     def __init__(self, tone_hz: float = 440.0) -> None:
         self.ssrc = random.getrandbits(32)
@@ -103,14 +163,30 @@ class RtpPeer:
         self.port: int = self.sock.getsockname()[1]
         self.remote: tuple[str, int] | None = None
         self.sending = True
+        self.pt = PCMU  # the payload type (and so the coding) of the tone
         self.received: list[Received] = []
         self.sent = 0
-        self._tone = ulaw_encode(sine(tone_hz, 1.0))  # one second repeats seamlessly
+        one_second = sine(tone_hz, 1.0)  # repeats seamlessly
+        self._tones = {PCMU: ulaw_encode(one_second), PCMA: alaw_encode(one_second)}
         self._queue: list[bytes] = []  # packets to send instead of the tone (DTMF)
         self._lock = threading.Lock()
+        # RTCP (off unless answer_rtcp)
+        self._rtcp_hold: float | None = None
+        self._rtcp_hidden = 0.0
+        self._pending_sr: SenderReport | None = None
+        self._probe_next = False
+        self.sender_reports: list[SenderReport] = []
+        self.reports_sent = 0
+        self.answered = threading.Event()  # an SR of sipua's was answered
+        self.probe_echoed = threading.Event()  # a PROBE came back
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
+
+    def answer_rtcp(self, hold: float, hidden: float) -> None:
+        assert 0 <= hidden <= hold
+        self._rtcp_hidden = hidden
+        self._rtcp_hold = hold
 
     def close(self) -> None:
         self._stop.set()
@@ -128,6 +204,49 @@ class RtpPeer:
         with self._lock:
             self._queue += packets
 
+    def _on_rtcp(self, data: bytes, arrival: float) -> None:
+        """Note the SRs of a (compound) RTCP packet; the next one to answer is the latest."""
+        offset = 0
+        while offset + 8 <= len(data):
+            packet_type, length = data[offset + 1], struct.unpack_from("!H", data, offset + 2)[0]
+            if packet_type == RTCP_SR and offset + 16 <= len(data):
+                ssrc, seconds, fraction = struct.unpack_from("!III", data, offset + 4)
+                report = SenderReport(arrival, ssrc, ((seconds & 0xFFFF) << 16) | fraction >> 16)
+                self.sender_reports.append(report)
+                if self._rtcp_hold is not None:
+                    self._pending_sr = report
+            offset += 4 * (length + 1)
+
+    def _report(self, sr: SenderReport, timestamp: int, now: float) -> bytes:
+        """Our SR with one report block on ``sr``'s source, then SDES CNAME (a compound)."""
+        ntp = time.time() + NTP_EPOCH_OFFSET
+        seconds = int(ntp)
+        sender_info = struct.pack(
+            "!IIIII",
+            seconds & 0xFFFFFFFF,
+            int((ntp - seconds) * (1 << 32)),
+            timestamp,
+            self.sent,
+            self.sent * 160,
+        )
+        heard = [r.seq for r in list(self.received) if r.ssrc == sr.ssrc]
+        dlsr = int((now - sr.arrival - self._rtcp_hidden) * 65536)
+        block = struct.pack(
+            "!IIIIII",
+            sr.ssrc,
+            self.REPORTED_LOST,  # fraction lost 0, cumulative lost in the low 24 bits
+            heard[-1] if heard else 0,
+            self.REPORTED_JITTER,
+            sr.lsr,
+            max(0, dlsr),
+        )
+        head = struct.pack("!BBHI", 0x81, RTCP_SR, 12, self.ssrc) + sender_info + block
+        cname = b"tester"
+        chunk = struct.pack("!IBB", self.ssrc, 1, len(cname)) + cname + b"\0"
+        chunk += bytes(-len(chunk) % 4)
+        sdes = struct.pack("!BBH", 0x81, RTCP_SDES, len(chunk) // 4) + chunk
+        return head + sdes
+
     def _run(self) -> None:
         seq, timestamp, ssrc = random.getrandbits(15), random.getrandbits(31), self.ssrc
         next_send = time.monotonic()
@@ -135,19 +254,31 @@ class RtpPeer:
             self.sock.settimeout(max(0.0, next_send - time.monotonic()) or 0.001)
             try:
                 data, _ = self.sock.recvfrom(2048)
-                if len(data) >= 12 and data[0] >> 6 == 2 and not 72 <= data[1] & 0x7F <= 76:
+                if len(data) >= 8 and data[0] >> 6 == 2 and 72 <= data[1] & 0x7F <= 76:
+                    self._on_rtcp(data, time.monotonic())
+                elif len(data) >= 12 and data[0] >> 6 == 2:
                     seq_in, ts_in, ssrc_in = struct.unpack_from("!HII", data, 2)
                     header = 12 + 4 * (data[0] & 0x0F)
+                    payload = data[header:]
                     self.received.append(
-                        Received(
-                            time.monotonic(), data[1] & 0x7F, seq_in, ts_in, ssrc_in, data[header:]
-                        )
+                        Received(time.monotonic(), data[1] & 0x7F, seq_in, ts_in, ssrc_in, payload)
                     )
+                    if payload == PROBE:
+                        self.probe_echoed.set()
             except TimeoutError:
                 pass
             if time.monotonic() < next_send:
                 continue
             next_send += 0.02
+            pending = self._pending_sr
+            if pending is not None and self.remote is not None and self._rtcp_hold is not None:
+                now = time.monotonic()
+                if now >= pending.arrival + self._rtcp_hold:
+                    self._pending_sr = None
+                    self.sock.sendto(self._report(pending, timestamp, now), self.remote)
+                    self.reports_sent += 1
+                    self._probe_next = True
+                    self.answered.set()
             with self._lock:
                 queued = self._queue.pop(0) if self._queue else None
             if queued is not None and self.remote is not None:
@@ -155,10 +286,13 @@ class RtpPeer:
                 continue
             if not self.sending or self.remote is None:
                 continue
+            pt = self.pt
             start = (self.sent * 160) % 8000
-            payload = self._tone[start : start + 160]
+            payload = self._tones[pt][start : start + 160]
+            if self._probe_next:
+                payload, self._probe_next = PROBE, False
             marker = 0x80 if self.sent == 0 else 0
-            header = struct.pack("!BBHII", 0x80, marker | PCMU, seq & 0xFFFF, timestamp, ssrc)
+            header = struct.pack("!BBHII", 0x80, marker | pt, seq & 0xFFFF, timestamp, ssrc)
             self.sock.sendto(header + payload, self.remote)
             self.sent += 1
             seq += 1
@@ -167,18 +301,21 @@ class RtpPeer:
     def count(self, since: float, pt: int | None = None) -> int:
         return sum(1 for r in list(self.received) if r.arrival >= since and pt in (None, r.pt))
 
-    def wait_for(self, packets: int, since: float, timeout: float = 5.0) -> None:
-        """Until ``packets`` RTP packets arrived after ``since`` (monotonic seconds)."""
+    def wait_for(
+        self, packets: int, since: float, timeout: float = 5.0, pt: int | None = None
+    ) -> None:
+        """Until ``packets`` RTP packets (of ``pt``, if given) arrived after ``since`` (monotonic
+        seconds)."""
         deadline = time.monotonic() + timeout
-        while self.count(since) < packets:
-            assert time.monotonic() < deadline, f"{self.count(since)} of {packets} packets came"
+        while self.count(since, pt) < packets:
+            assert time.monotonic() < deadline, f"{self.count(since, pt)} of {packets} packets came"
             time.sleep(0.02)  # the receiving thread fills the list; nothing to await
 
     def audio_since(self, since: float, pt: int = PCMU) -> np.ndarray:
         payload = b"".join(
             r.payload for r in list(self.received) if r.arrival >= since and r.pt == pt
         )
-        return ulaw_decode(payload)
+        return DECODERS.get(pt, ulaw_decode)(payload)
 
 
 def telephone_event(
@@ -211,6 +348,7 @@ def offer_sdp(
     address: str = "127.0.0.1",
     version: int = 1,
     video_port: int | None = None,
+    rtcp_mux: bool = False,
 ) -> bytes:
     pts = " ".join(str(pt) for pt, _ in codecs) + "".join(f" {pt}" for pt, _ in events)
     lines = [
@@ -226,6 +364,8 @@ def offer_sdp(
     ]
     if direction:
         lines.append(f"a={direction}")
+    if rtcp_mux:
+        lines.append("a=rtcp-mux")  # RFC 5761
     if video_port is not None:
         lines += [f"m=video {video_port} RTP/AVP 96", "a=rtpmap:96 VP8/90000", "a=sendrecv"]
     return ("\r\n".join(lines) + "\r\n").encode()
@@ -239,6 +379,7 @@ class MediaLine:
     formats: list[int]
     rtpmaps: dict[int, str]
     direction: str
+    rtcp_mux: bool = False
 
 
 @dataclass
@@ -272,6 +413,7 @@ def parse_sdp_text(body: bytes) -> Sdp:
                 [int(pt) for pt in m.group(4).split()],
                 rtpmaps,
                 found.group(1) if found else "sendrecv",
+                bool(re.search(r"^a=rtcp-mux\s*$", block, re.M)),
             )
         )
     return Sdp(address, media)
@@ -440,6 +582,97 @@ def test_reinvite_without_sdp_moves_media_to_the_address_in_the_ack(media: Servi
         ok = reinvite(sip, call, offer_sdp(second.port, version=2))
         assert parse_sdp_text(ok.body).audio.direction == "sendrecv"
         hang_up(sip, call)
+
+
+def test_reinvite_changing_the_codec_switches_the_echo_in_the_same_call(media: Service) -> None:
+    session = media.create_session(provider={"type": "sip", "transport": "udp"})
+    with RtpPeer(tone_hz=700) as rtp, SipClient("udp", ("127.0.0.1", media.ports["udp"])) as sip:
+        call, answer = start_call(sip, uri_of(media, session), offer_sdp(rtp.port))  # PCMU only
+        assert [pt for pt in answer.audio.formats if pt != 101] == [PCMU]
+        rtp.remote = rtp_target(answer)
+        start = time.monotonic()
+        rtp.wait_for(25, start, pt=PCMU)
+        assert_tone(rtp.audio_since(start, pt=PCMU), 8000, 700, 0.4)
+
+        # the same dialog, the same stream, now PCMA only (RFC 3264 §8.3.2)
+        ok = reinvite(sip, call, offer_sdp(rtp.port, codecs=((PCMA, "PCMA/8000"),), version=2))
+        reanswer = parse_sdp_text(ok.body)
+        assert [pt for pt in reanswer.audio.formats if pt != 101] == [PCMA], ok.body
+        assert reanswer.audio.rtpmaps.get(PCMA, "PCMA/8000").upper() == "PCMA/8000"
+        assert rtp_target(reanswer) == rtp_target(answer)  # the media stream was kept
+        rtp.pt = PCMA  # after the ACK, as RFC 3264 §8.3.2 lets the offerer
+        switched = time.monotonic()
+        rtp.wait_for(50, switched, pt=PCMA)
+        assert_tone(rtp.audio_since(switched, pt=PCMA), 8000, 700, 0.8)  # A-law decoded
+        during = session_events(media, session["id"])
+        hang_up(sip, call)
+
+    echoes = list(rtp.received)
+    first_pcma = next(i for i, r in enumerate(echoes) if r.pt == PCMA)
+    # one socket each way, so arrival order is sending order: PCMU up to the switch, then
+    # PCMA only (the PCMU still in flight after the re-INVITE is not relayed as PCMA or PCMU)
+    assert {r.pt for r in echoes[:first_pcma]} == {PCMU}
+    assert {r.pt for r in echoes[first_pcma:]} == {PCMA}
+    # the same RTP sender went on: one SSRC, and its sequence continues across the switch
+    assert len({r.ssrc for r in echoes}) == 1
+    assert (echoes[first_pcma].seq - echoes[first_pcma - 1].seq) & 0xFFFF == 1
+
+    assert not [e for e in during if e["type"] == "session.provider.disconnected"], during
+    [gone] = wait_events(media, session["id"], "session.provider.disconnected")
+    events = session_events(media, session["id"])
+    [connected] = [e for e in events if e["type"] == "session.provider.connected"]
+    assert [e for e in events if e["type"] == "session.provider.disconnected"] == [gone]
+    assert connected["data"]["participant_id"] == gone["data"]["participant_id"]
+    assert connected["data"]["codec"] == "PCMU"
+    assert gone["data"]["reason"] == "remote-bye"
+    quality = gone["data"]["quality"]
+    assert quality["codec"] == "PCMA"  # what the stream sent at the end
+    # our sequence numbers run on through the switch: the only gap sipua can count is the PCMU
+    # it got between its answer and our switch, refused by then as a payload type not agreed
+    assert quality["packets_lost"] <= 25
+
+
+def test_rtt_from_rtcp_is_in_the_hang_up_quality(media: Service) -> None:
+    hidden = 0.300  # seconds of "network" the test's DLSR does not own up to
+    session = media.create_session(provider={"type": "sip", "transport": "udp"})
+    with RtpPeer(tone_hz=440) as rtp, SipClient("udp", ("127.0.0.1", media.ports["udp"])) as sip:
+        rtp.answer_rtcp(hold=hidden + 0.5, hidden=hidden)  # DLSR 0.5 s: far outside the bounds
+        offer = offer_sdp(rtp.port, rtcp_mux=True)
+        call, answer = start_call(sip, uri_of(media, session), offer)
+        assert answer.audio.rtcp_mux  # RTCP comes to, and goes from, the RTP port
+        rtp.remote = rtp_target(answer)
+        # sipua's first report is due 1.25-3.75 s in (RFC 3550 §6.2, 5 s minimum halved)
+        assert rtp.answered.wait(12), f"no SR from sipua to answer: {rtp.sender_reports}"
+        assert rtp.probe_echoed.wait(5), "the packet after our report never came back"
+        hang_up(sip, call)
+    echoed = {r.ssrc for r in rtp.received}
+    assert rtp.sender_reports and {sr.ssrc for sr in rtp.sender_reports} == echoed
+    [gone] = wait_events(media, session["id"], "session.provider.disconnected")
+    quality = gone["data"]["quality"]
+
+    # RTT = A - LSR - DLSR (RFC 3550 §6.4.1): the hidden 300 ms plus the real loopback trips
+    rtt = quality.get("rtt_ms")
+    assert isinstance(rtt, int | float), quality
+    assert 1000 * hidden - 0.1 <= rtt <= 1000 * hidden + 150, quality
+    # our report block about sipua's stream was read
+    assert quality["remote"] == {
+        "fraction_lost": 0.0,
+        "packets_lost": RtpPeer.REPORTED_LOST,
+        "jitter_ms": 1000 * RtpPeer.REPORTED_JITTER / 8000,
+    }
+    # the rest of the figures, from what went each way
+    assert quality["codec"] == "PCMU"
+    assert rtp.sent - 10 <= quality["packets_received"] <= rtp.sent
+    assert len(rtp.received) <= quality["packets_sent"] <= quality["packets_received"]  # echo
+    assert quality["packets_lost"] == 0 and quality["loss_percent"] == 0
+    assert 0 <= quality["jitter_ms"] < 30
+    # the MOS is the E-model's for these figures, RTT included, and the RTT cost it something
+    jitter_buffer = 20 + 2 * quality["jitter_ms"]
+    r, mos = estimate_mos("PCMU", quality["loss_percent"], rtt, jitter_buffer)
+    assert quality["r_factor"] == pytest.approx(r, abs=0.05)
+    assert quality["mos"] == pytest.approx(mos, abs=0.005)
+    _, mos_without_rtt = estimate_mos("PCMU", quality["loss_percent"], None, jitter_buffer)
+    assert 1.0 < quality["mos"] < mos_without_rtt - 0.05
 
 
 def test_reoffer_never_answered_ends_the_call(serve: StartService) -> None:

@@ -1,13 +1,16 @@
 """The ``bridge`` media app, driven end to end through a browser stream participant: what the
-backend receives (Twilio's wire format or L16), what it sends back (audio, marks, clear), and
-what happens when it goes away (event, bounded reconnection, fallback)."""
+backend receives (Twilio's wire format or L16, as the session or the server's settings choose),
+one connection per participant, what it sends back (audio, marks, clear), and what happens when it
+goes away (event, bounded reconnection, fallback: hang up, echo, continue)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +18,9 @@ import numpy as np
 import pytest
 import websockets
 
-from sipua.service.bridge import BridgeApp, configure_bridge
+from sipua.service.bridge import L16_16K, MULAW_8K, BridgeApp, configure_bridge
 from sipua.service.config import load_settings
+from sipua.service.media_backend import app_for_session
 from tests.service.streams.audio import (
     dominant_frequency,
     from_pcm16le,
@@ -276,3 +280,190 @@ async def test_backend_helper_sees_nothing_without_a_bridge() -> None:
         assert isinstance(agent, Backend)
         with pytest.raises(TimeoutError):
             await agent.connection(timeout=0.2)
+
+
+# -- the wire format, as a session and the server's settings choose it --------------------------
+
+
+@contextmanager
+def bridge_settings(server: StreamServer, **bridge: Any) -> Iterator[Any]:
+    """``sipua serve`` with these ``[bridge]`` settings: configure_bridge() with them, and the
+    same settings for app_for_session(); the defaults again afterwards."""
+    settings = load_settings(None, data_dir=server.settings.data_dir, bridge=bridge)
+    configure_bridge(events=server.app.state.events, settings=settings)
+    try:
+        yield settings
+    finally:
+        configure_bridge(
+            events=None, settings=load_settings(None, data_dir=server.settings.data_dir)
+        )
+
+
+def test_session_bridge_format_and_server_default_select_the_wire_format(
+    server: StreamServer,
+) -> None:
+    url = "ws://backend.example/agent"
+    plain = server.create(media={"bridge_url": url})
+    l16 = server.create(media={"bridge_url": url, "bridge_format": "l16"})
+    twilio = server.create(media={"bridge_url": url, "bridge_format": "twilio"})
+    with bridge_settings(server) as settings:
+        assert settings.bridge.format == "twilio"  # the default
+        app = app_for_session(settings, plain, "leg-1")
+        assert isinstance(app, BridgeApp)
+        assert (app.format, app.wire, app.sample_rate) == ("twilio", MULAW_8K, 8000)
+        app = app_for_session(settings, l16, "leg-1")
+        assert isinstance(app, BridgeApp)
+        assert (app.format, app.wire, app.sample_rate) == ("l16", L16_16K, 16000)
+        assert app.media_format() == {
+            "encoding": "audio/x-l16",
+            "sampleRate": 16000,
+            "channels": 1,
+        }
+        assert app.leg_id == "leg-1" and app.session_id == l16.id
+    with bridge_settings(server, format="l16") as settings:
+        app = app_for_session(settings, plain, "leg-2")
+        assert isinstance(app, BridgeApp)
+        assert (app.format, app.wire, app.sample_rate) == ("l16", L16_16K, 16000)
+        # The session's own choice wins over the server's default.
+        app = app_for_session(settings, twilio, "leg-2")
+        assert isinstance(app, BridgeApp)
+        assert (app.format, app.wire, app.sample_rate) == ("twilio", MULAW_8K, 8000)
+
+
+@pytest.mark.parametrize("chosen_by", ["session", "server"])
+async def test_l16_chosen_by_the_session_or_the_server_is_what_the_backend_gets(
+    server: StreamServer, chosen_by: str
+) -> None:
+    # No app factory: the stream hub builds the session's own app (app_for_session).
+    async def reply(conn: Connection) -> None:
+        await conn.send_media(pcm16le(tone(500, 600, 16000)))
+
+    server_format = "l16" if chosen_by == "server" else "twilio"
+    async with backend() as agent:
+        agent.script = reply
+        media: dict[str, Any] = {"bridge_url": agent.url}
+        if chosen_by == "session":
+            media["bridge_format"] = "l16"
+        with bridge_settings(server, format=server_format):
+            session = server.create(media=media)
+            ws, _ = await open_browser(server, session)
+            conn = await agent.connection()
+            await conn.wait_for(lambda c: bool(c.of("start")))
+            assert conn.start["start"]["mediaFormat"] == {
+                "encoding": "audio/x-l16",
+                "sampleRate": 16000,
+                "channels": 1,
+            }
+            await send_tone(ws, 1000, 600)
+            await conn.wait_for(lambda c: len(c.of("media")) >= 25)
+            # 20 ms of 16-bit PCM at 16 kHz per message (μ-law 8 kHz would be 160 octets).
+            assert {len(base64.b64decode(m["media"]["payload"])) for m in conn.of("media")} == {640}
+            heard = from_pcm16le(conn.audio())
+            assert abs(dominant_frequency(heard, 16000) - 1000) < 20
+            played = from_pcm16le(await collect_audio(ws, 25 * 640))
+            assert abs(dominant_frequency(played, 16000) - 500) < 20
+            await ws.send('{"type": "hangup"}')
+            await closed_with(ws)
+            connected = await server.wait_event(lambda e: e.type == "session.bridge.connected")
+            assert connected.data["format"] == "l16"
+
+
+# -- several participants -------------------------------------------------------------------------
+
+
+async def test_each_participant_has_its_own_backend_connection_tagged_with_its_id(
+    server: StreamServer, bridge_context: None
+) -> None:
+    # Each connection answers with its own tone: 500 Hz on the first, 900 Hz on the second.
+    replies = (500, 900)
+
+    async def reply(conn: Connection) -> None:
+        freq = replies[agent.connections.index(conn)]
+        await conn.send_media(ulaw_encode(tone(freq, 1000, 8000)))
+
+    async with backend() as agent:
+        agent.script = reply
+        session = server.create(mode="ai_agent", media={"bridge_url": agent.url})
+        ws_a, id_a = await open_browser(server, session)
+        ws_b, id_b = await open_browser(server, session)
+        assert id_a != id_b
+        first, second = await agent.connection(0), await agent.connection(1)
+        for conn in (first, second):
+            await conn.wait_for(lambda c: bool(c.of("start")))
+        by_participant = {
+            conn.start["start"]["customParameters"]["participant_id"]: conn
+            for conn in (first, second)
+        }
+        assert set(by_participant) == {id_a, id_b}
+        for pid, conn in by_participant.items():
+            start = conn.start["start"]
+            assert start["callSid"] == pid
+            assert start["customParameters"]["session_id"] == session.id
+        assert first.stream_sid != second.stream_sid
+
+        # Each participant's audio goes over its own connection only.
+        await asyncio.gather(send_tone(ws_a, 700, 1000), send_tone(ws_b, 1300, 1000))
+        for pid, freq in ((id_a, 700), (id_b, 1300)):
+            conn = by_participant[pid]
+            await conn.wait_for(lambda c: len(c.of("media")) >= 45)
+            heard = ulaw_decode(conn.audio())
+            assert abs(dominant_frequency(heard[800:], 8000) - freq) < 20
+            assert {m["streamSid"] for m in conn.of("media")} == {conn.stream_sid}
+        # And each hears its own connection's reply.
+        for ws, pid in ((ws_a, id_a), (ws_b, id_b)):
+            index = agent.connections.index(by_participant[pid])
+            played = from_pcm16le(await collect_audio(ws, 40 * 640))
+            assert abs(dominant_frequency(played[1600:], 16000) - replies[index]) < 20
+
+        # One participant leaving stops its connection, not the other's.
+        await ws_a.send('{"type": "hangup"}')
+        await closed_with(ws_a)
+        await by_participant[id_a].wait_for(lambda c: c.closed.is_set())
+        assert by_participant[id_a].of("stop")[0]["stop"]["callSid"] == id_a
+        assert not by_participant[id_b].closed.is_set()
+        assert by_participant[id_b].of("stop") == []
+        await ws_b.send('{"type": "hangup"}')
+        await closed_with(ws_b)
+        await by_participant[id_b].wait_for(lambda c: c.closed.is_set())
+        assert len(agent.connections) == 2
+        connected = server.of_type("session.bridge.connected", session.id)
+        assert sorted(e.data["participant_id"] for e in connected) == sorted([id_a, id_b])
+
+
+# -- the "continue" fallback ------------------------------------------------------------------------
+
+
+async def test_continue_fallback_keeps_the_participant_in_silence(server: StreamServer) -> None:
+    async def close_at_once(conn: Connection) -> None:
+        await conn.ws.close(1011, "agent crashed")
+
+    async with backend() as agent:
+        agent.script = close_at_once
+        with bridge_settings(
+            server, fallback="continue", reconnect_attempts=0, connect_timeout=2
+        ) as settings:
+            assert settings.bridge.fallback == "continue"
+            session = server.create(media={"bridge_url": agent.url})
+            ws, participant = await open_browser(server, session)
+            lost = await server.wait_event(lambda e: e.type == "session.bridge.disconnected")
+            assert lost.data["participant_id"] == participant
+            assert lost.data["reason"] == "backend-closed"
+            assert lost.data["close_code"] == 1011
+            assert lost.data["reconnections"] == 0
+            assert lost.data["fallback"] == "continue"
+            assert len(agent.connections) == 1
+            # Not hung up, not echoed: the caller's audio goes nowhere and nothing comes back.
+            await send_tone(ws, 1000, 400)
+            with pytest.raises(TimeoutError):
+                await collect_audio(ws, 640, timeout=0.5)
+            # The stream is alive with nothing queued: a mark comes straight back.
+            await ws.send('{"type": "mark", "name": "still-here"}')
+            assert await recv_json(ws) == {"type": "mark", "name": "still-here"}
+            assert server.of_type("session.provider.disconnected") == []
+            await ws.send('{"type": "hangup"}')
+            assert await closed_with(ws) == (1000, "remote-hangup")
+    gone = await server.wait_event(lambda e: e.type == "session.provider.disconnected")
+    assert gone.data["reason"] == "remote-hangup"
+    assert gone.data["quality"]["packets_received"] == 20
+    assert gone.data["quality"]["packets_sent"] == 0
+    assert len(agent.connections) == 1  # no reconnection after giving up

@@ -7,7 +7,9 @@ configured), ``start`` (``stream_id``; in ``start``: ``call_control_id``, ``cust
 ``channels``}), then ``media`` (base64 RTP payload without header, ``chunk``, ``timestamp``,
 ``track``), ``dtmf``, ``mark`` (answers to ours), ``error`` and ``stop``. Media frames may
 arrive out of order: they pass through a small :class:`~.reorder.ReorderWindow` keyed by
-``chunk``.
+``chunk``, or by the message's ``sequence_number`` when there is no ``chunk``; that number counts
+every message, so then the numbers of messages without inbound audio (DTMF, marks, other tracks)
+are filled in the window rather than waited for as lost audio.
 
 The inbound encoding is read from ``media_format`` (PCMU, PCMA, G722, OPUS or L16 — L16 in
 network byte order). Audio goes back, in bidirectional ``rtp`` mode, as
@@ -105,7 +107,9 @@ class TelnyxStream(StreamProtocol):
         self.participant_id = self.stream_id
         self.live_key = self.call_control_id or None
         self.once_key = self.stream_id
-        self._window: ReorderWindow[bytes] = ReorderWindow(REORDER_WINDOW, first=None)
+        # None in the window: a sequence number that carries no inbound audio.
+        self._window: ReorderWindow[bytes | None] = ReorderWindow(REORDER_WINDOW, first=None)
+        self._by_sequence = False  # media frames without chunk: keyed by sequence_number
         self._chunk_ms = 20.0
         self.ignored_tracks = 0
         self.bad_payloads = 0
@@ -130,7 +134,9 @@ class TelnyxStream(StreamProtocol):
         event = message.get("event")
         if event == "media":
             self._media(message, participant)
-        elif event == "dtmf":
+            return
+        self._no_audio(message, participant)
+        if event == "dtmf":
             dtmf = message.get("dtmf")
             digit = dtmf.get("digit") if isinstance(dtmf, Mapping) else None
             if isinstance(digit, str) and digit:
@@ -150,14 +156,17 @@ class TelnyxStream(StreamProtocol):
         media = message.get("media")
         if not isinstance(media, Mapping):
             self.bad_payloads += 1
+            self._no_audio(message, participant)
             return
         track = media.get("track", "inbound")
         if track not in ("inbound", "inbound_track"):
             self.ignored_tracks += 1
+            self._no_audio(message, participant)
             return
         payload = decode_payload(media)
         if payload is None:
             self.bad_payloads += 1
+            self._no_audio(message, participant)
             return
         ms = self.inbound_format.duration_ms(len(payload))
         if ms > 0:
@@ -165,13 +174,25 @@ class TelnyxStream(StreamProtocol):
         key = _int(media.get("chunk"))
         if key is None:
             key = _int(message.get("sequence_number"))
+            self._by_sequence = self._by_sequence or key is not None
         if key is None:
             participant.receive_payload(payload)
             return
         self._release(self._window.push(key, payload), participant)
 
-    def _release(self, items: list[bytes | Gap], participant: Any) -> None:
+    def _no_audio(self, message: Mapping[str, Any], participant: Any) -> None:
+        """A message that takes a sequence number but gives no inbound audio: when frames are
+        ordered by sequence number, its number is not a lost frame to wait for."""
+        if not self._by_sequence:
+            return
+        key = _int(message.get("sequence_number"))
+        if key is not None:
+            self._release(self._window.push(key, None), participant)
+
+    def _release(self, items: list[bytes | None | Gap], participant: Any) -> None:
         for item in items:
+            if item is None:
+                continue
             if isinstance(item, Gap):
                 participant.receive_gap(item.count * self._chunk_ms)
             else:

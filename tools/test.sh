@@ -4,9 +4,10 @@
 # Extra arguments go to pytest (e.g. tools/test.sh tests/sip -x).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/sbin:/sbin"  # kamailio lives in /usr/sbin
 
 # command:debian-package for every real peer or tool a test uses
-peers=(sipp:sip-tester baresip:baresip sipsak:sipsak tshark:tshark svmap:sipvicious chromium:chromium)
+peers=(sipp:sip-tester baresip:baresip sipsak:sipsak tshark:tshark svmap:sipvicious chromium:chromium kamailio:kamailio)
 missing=()
 for pair in "${peers[@]}"; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")

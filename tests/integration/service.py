@@ -29,7 +29,7 @@ FAULT = re.compile(
 
 def require_tool(name: str) -> str:
     """The path of a real peer the test needs; the test fails (never skips) when it is missing."""
-    path = shutil.which(name)
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
     if path is None:
         pytest.fail(
             f"{name} is not installed: run the test command from README.md (tools/test.sh installs it)"

@@ -115,6 +115,7 @@ _BUILTIN: dict[str, str] = {
     "echo": "sipua.media.apps:EchoApp",
     "record": "sipua.media.record:RecordApp",
     "play": "sipua.media.play:PlayApp",
+    "conference": "sipua.media.conference:ConferenceApp",
 }
 _registry: dict[str, AppFactory] = {}
 

@@ -49,6 +49,9 @@ def app_for_session(settings: Settings, session: Any, leg_id: str) -> MediaApp:
         else:
             source = f"tone:{play_tone or 440}"
         return get_app("play", source=source)
+    if name == "conference":
+        # One app per participant, all bound to the session's mixer by its id.
+        return get_app("conference", session_id=session.id)
     if name == "bridge":
         return get_app(
             "bridge", url=getattr(media, "bridge_url", None), session=session, leg_id=leg_id

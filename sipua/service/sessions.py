@@ -379,6 +379,8 @@ class SessionService:
             app = "play"
         elif request.mode is SessionMode.ECHO:
             app = "echo"
+        elif request.mode is SessionMode.CONFERENCE:
+            app = "conference"
         else:
             app = self.settings.media.default_app
         if app == "bridge" and media.bridge_url is None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from sipua.media.conference import ConferenceApp
 from sipua.media.play import tone_frequencies
 from sipua.service.config import Settings, load_settings
 from sipua.service.ids import new_session_id
@@ -157,6 +158,25 @@ def test_media_app_inference(data_dir: Path) -> None:
     assert tone_frequencies(app.source) == [350.0, 440.0]
     explicit = service.create(request(mode="echo", media={"app": "record"}))
     assert explicit.media.app == "record"
+
+
+def test_conference_mode_picks_the_conference_app_bound_to_the_session(data_dir: Path) -> None:
+    s = load_settings(data_dir=data_dir, media__default_app="record")
+    service = SessionService(MemorySessionRepository(), s)
+    room = service.create(request(mode="conference"))
+    assert room.media.app == "conference"
+    legs = [app_for_session(s, room, leg) for leg in ("leg_1", "leg_2")]
+    assert all(isinstance(app, ConferenceApp) for app in legs)
+    assert legs[0] is not legs[1]  # one app per participant, one mixer per session
+    assert {app.session_id for app in legs} == {room.id}
+    # explicit options still win, and the app can be asked for in any mode
+    assert service.create(request(mode="conference", media={"app": "echo"})).media.app == "echo"
+    played = service.create(request(mode="conference", media={"play_tone": "440"}))
+    assert played.media.app == "play"
+    agent = service.create(request(mode="ai_agent", media={"app": "conference"}))
+    assert agent.media.app == "conference"
+    assert isinstance(app_for_session(s, agent, "leg_3"), ConferenceApp)
+    assert service.create(request(mode="ai_agent")).media.app == "record"  # unchanged
 
 
 def test_default_bridge_app_needs_a_url(data_dir: Path) -> None:

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from sipua.pcapread import is_capture, read_capture
 from sipua.service.cli import register as register_serve
 from sipua.sip.checks import Verdict, check_message, judge, judge_error
 from sipua.sip.errors import ParseError
@@ -104,7 +105,8 @@ def check(
     files: Annotated[
         list[Path],
         typer.Argument(
-            help="Files holding one SIP message each (as sent in a UDP datagram).",
+            help="Files holding one SIP message each (as sent in a UDP datagram), or "
+            "captures (pcap, pcapng): every SIP message over UDP and TCP in them.",
             show_default=False,
         ),
     ],
@@ -133,7 +135,9 @@ def check(
     'FILE: accepted RESPONSE <status> call-id=<id>', 'FILE: rejected <status>
     <reason>: <detail>' (the response sipua would send) or 'FILE: rejected
     (discarded): <detail>' for a malformed response, which is dropped silently.
-    With --stream, lines are labelled FILE#N for the N-th message.
+    With --stream, lines are labelled FILE#N for the N-th message. A capture file (pcap
+    or pcapng, recognised by its magic number) is read whole: UDP messages are labelled
+    FILE#<packet number> SRC->DST, TCP streams FILE#tcp SRC->DST#N.
 
     Exit status: 0 when every message is accepted, 1 when any is rejected, 2 on a
     usage error (no such file, unreadable file).
@@ -147,7 +151,16 @@ def check(
             raise typer.Exit(EXIT_USAGE) from None
     all_accepted = True
     for name, data in inputs:
-        if stream:
+        if is_capture(data):
+            try:
+                labelled = _capture_verdicts(name)
+            except Exception as e:  # noqa: BLE001 - scapy's errors for a damaged capture vary
+                typer.echo(f"sipua check: cannot read capture {name}: {e}", err=True)
+                raise typer.Exit(EXIT_USAGE) from None
+            if not labelled:
+                typer.echo(f"sipua check: {name}: no SIP message in the capture", err=True)
+                all_accepted = False
+        elif stream:
             verdicts = _stream_verdicts(data)
             labelled = [(f"{name}#{i}", v, i) for i, v in enumerate(verdicts, 1)]
         else:
@@ -160,6 +173,17 @@ def check(
             else:
                 typer.echo(_line(label, verdict))
     raise typer.Exit(EXIT_ACCEPTED if all_accepted else EXIT_REJECTED)
+
+
+def _capture_verdicts(path: str) -> list[tuple[str, Verdict, int | None]]:
+    datagrams, streams = read_capture(path)
+    out: list[tuple[str, Verdict, int | None]] = []
+    for d in datagrams:
+        out.append((f"{path}#{d.frame} {d.src}->{d.dst}", check_message(d.data), d.frame))
+    for s in streams:
+        for i, verdict in enumerate(_stream_verdicts(s.data), 1):
+            out.append((f"{path}#tcp {s.src}->{s.dst}#{i}", verdict, i))
+    return out
 
 
 def main() -> None:

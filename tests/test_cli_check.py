@@ -183,3 +183,72 @@ def test_subprocess_exit_status_and_text(name: str, code: int) -> None:
     )
     assert proc.returncode == code
     assert proc.stdout.startswith(f"{RFC4475 / name}: {'accepted' if code == 0 else 'rejected'}")
+
+
+# -- captures (pcap) ------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+UDP_CAPTURE = REPO / "pcaps" / "voipshark-sip-srtp-sdes-call.pcap"
+TCP_CAPTURE = Path(__file__).resolve().parent / "data" / "pcap" / "heplify-sip-over-tcp-call.pcap"
+
+
+def test_capture_over_udp_gives_the_sip_packets_tshark_sees() -> None:
+    from integration.service import require_tool
+
+    tshark = require_tool("tshark")
+    listed = subprocess.run(
+        [tshark, "-r", str(UDP_CAPTURE), "-Y", "sip", "-T", "fields"]
+        + ["-e", "frame.number", "-e", "sip.Method", "-e", "sip.Status-Code"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.split("\n")
+    expected = [
+        (int(frame), method or status)
+        for frame, method, status in (row.split("\t") for row in listed if row.strip())
+    ]
+    code, lines = run("--json", str(UDP_CAPTURE))
+    records = [json.loads(line) for line in lines]
+    assert code == 0 and {r["verdict"] for r in records} == {"accepted"}
+    got = [(r["message"], r.get("method") or str(r["status"])) for r in records]
+    # SSDP (HTTP over UDP) and RTP are left out; the fragmented INVITE (frames 58-59) counts once.
+    assert got == expected
+
+
+def test_capture_over_tcp_is_framed_per_direction() -> None:
+    code, lines = run(str(TCP_CAPTURE))
+    assert code == 0
+    caller = "10.33.6.100:64802->10.33.6.101:5060"
+    callee = "10.33.6.101:5060->10.33.6.100:64802"
+    assert [line.split(": accepted ")[0].split("#tcp ")[1] for line in lines] == [
+        f"{caller}#1",
+        f"{caller}#2",
+        f"{caller}#3",
+        f"{callee}#1",
+        f"{callee}#2",
+        f"{callee}#3",
+        f"{callee}#4",
+    ]
+    kinds = [line.split(": accepted ")[1].split(" call-id=")[0] for line in lines]
+    assert kinds == [
+        "REQUEST INVITE",
+        "REQUEST ACK",
+        "RESPONSE 200",
+        "RESPONSE 100",
+        "RESPONSE 180",
+        "RESPONSE 200",
+        "REQUEST BYE",
+    ]
+
+
+def test_capture_without_sip_and_a_damaged_capture(tmp_path: Path) -> None:
+    rtp_only = Path(__file__).resolve().parent / "data" / "media_it" / "pcap" / "g711a.pcap"
+    result = runner.invoke(app, ["check", str(rtp_only)])
+    assert result.exit_code == 1
+    assert "no SIP message in the capture" in result.output
+    damaged = tmp_path / "damaged.pcap"
+    damaged.write_bytes(b"\xd4\xc3\xb2\xa1" + b"\x00" * 7)
+    result = runner.invoke(app, ["check", str(damaged)])
+    assert result.exit_code == 2
+    assert "cannot read capture" in result.output

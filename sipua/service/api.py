@@ -30,10 +30,14 @@ from sipua.service.models import (
     SessionPage,
     SessionResponse,
     SessionStatus,
+    TransferCreate,
+    TransferResponse,
 )
 from sipua.service.sessions import CallInfo, SessionRequestError, SessionService
 from sipua.service.store import StoreError
 from sipua.service.streams import install_streams
+from sipua.service.trace_api import trace_router
+from sipua.ua.transfer import InvalidTransferTarget, ParticipantNotFound, TransferError
 
 __all__ = ["CallInfo", "create_app"]
 
@@ -49,6 +53,15 @@ SessionId = Annotated[
     Path(
         description="Session id (`sess_` + 26 characters).",
         examples=["sess_01J0Z6Q4D5N4W8R9M3S2T1V0XY"],
+    ),
+]
+
+ParticipantId = Annotated[
+    str,
+    Path(
+        max_length=128,
+        description="Participant id, as `participants[].participant_id` of the session shows it.",
+        examples=["leg_5f0c2a9e41d7b3c8"],
     ),
 ]
 
@@ -303,8 +316,54 @@ def create_app(
                 log.exception("end_calls failed", extra={"session_id": session_id})
         return sessions.describe(session, calls_of(session_id), participants_of(session_id))
 
+    @router.post(
+        "/sessions/{session_id}/participants/{participant_id}/transfer",
+        status_code=202,
+        response_model=TransferResponse,
+        summary="Transfer a participant",
+        description="Hands a connected SIP participant over to `target` (blind transfer): sipua "
+        "sends REFER in the call, the participant's PBX calls the target, and when the target "
+        "answers sipua hangs up its own leg. 202 means the REFER was sent; the outcome arrives "
+        "as `session.transfer.accepted`, `session.transfer.completed` or "
+        "`session.transfer.failed` events. One transfer at a time per participant.",
+        responses={
+            404: {"model": ErrorMessage, "description": "No such session or participant"},
+            409: {
+                "model": ErrorMessage,
+                "description": "Not a connected SIP call, or a transfer is already in progress",
+            },
+            503: {"model": ErrorMessage, "description": "The REFER could not be sent"},
+        },
+    )
+    async def transfer_participant(
+        session_id: SessionId, participant_id: ParticipantId, body: TransferCreate
+    ) -> TransferResponse:
+        if sessions.get(session_id) is None:
+            raise HTTPException(404, _NOT_FOUND)
+        transfer = getattr(calls, "transfer_participant", None)
+        try:
+            if transfer is None:
+                raise ParticipantNotFound(participant_id)
+            sent = transfer(session_id, participant_id, body.target)
+        except ParticipantNotFound:
+            others = participants_of(session_id)  # a media stream is there but cannot be REFERred
+            if any(p.get("participant_id") == participant_id for p in others):
+                raise HTTPException(409, "only SIP participants can be transferred") from None
+            raise HTTPException(404, "participant not found") from None
+        except InvalidTransferTarget as exc:
+            error = {"type": "value_error", "loc": ("body", "target"), "msg": str(exc)}
+            raise RequestValidationError([{**error, "input": body.target}], body=None) from None
+        except TransferError as exc:  # not connected, or a transfer already in progress
+            raise HTTPException(409, str(exc)) from None
+        if not sent:
+            raise HTTPException(503, "the REFER could not be sent (session.transfer.failed)")
+        return TransferResponse(
+            session_id=session_id, participant_id=participant_id, target=body.target
+        )
+
     app.include_router(router)
     app.include_router(events_router())
+    app.include_router(trace_router())
     app.include_router(metrics_router())
     app.include_router(credentials_router())
     # /v1/streams/{id} (WebSockets: stream token, not the API key) and the /demo page.

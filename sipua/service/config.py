@@ -129,6 +129,21 @@ class SipSettings(_Section):
     max_calls_per_session: int = Field(
         100, ge=1, le=10000, description="More calls into one session get 480 until one leaves."
     )
+    trace_calls: int = Field(
+        10000,
+        ge=0,
+        le=1_000_000,
+        description="SIP traces: the messages of this many recent calls are kept in memory for "
+        "GET /v1/sessions/{id}/sip-trace (0 turns tracing off).",
+    )
+    trace_messages: int = Field(200, ge=1, le=10000, description="Messages kept per call.")
+    transfer_timeout: float = Field(
+        60.0,
+        ge=1,
+        le=600,
+        description="Seconds a transfer (REFER) has to report its final outcome in a NOTIFY "
+        "before it counts as failed.",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -1,7 +1,8 @@
 """Product events: what a customer's webhook receives and ``GET /v1/sessions/{id}/events`` lists.
 
 The user agent publishes call-control facts on its :class:`~sipua.ua.events.EventBus`
-(``CallConnecting``, ``CallConnected``, ``CallDisconnected``, ``CallFailed``, ``DtmfReceived``).
+(``CallConnecting``, ``CallConnected``, ``CallDisconnected``, ``CallFailed``, ``DtmfReceived``,
+``TransferAccepted``, ``TransferCompleted``, ``TransferFailed``).
 :class:`EventPublisher` turns them into :class:`SessionEvent` values in the product's shape::
 
     {"id": "evt_01J…", "type": "session.provider.connected", "created_at": "2024-…Z",
@@ -38,6 +39,9 @@ from sipua.ua.events import (
     CallFailed,
     DtmfReceived,
     EventBus,
+    TransferAccepted,
+    TransferCompleted,
+    TransferFailed,
 )
 
 __all__ = [
@@ -57,9 +61,11 @@ ProviderType = Literal["sip", "twilio", "telnyx", "browser"]
 ProviderStatus = Literal["connecting", "connected", "disconnected", "failed"]
 
 PROVIDER_STATUSES: tuple[str, ...] = ("connecting", "connected", "disconnected", "failed")
+TRANSFER_OUTCOMES: tuple[str, ...] = ("accepted", "completed", "failed")
 EVENT_TYPES: tuple[str, ...] = (
     *(f"session.provider.{status}" for status in PROVIDER_STATUSES),
     "session.dtmf",
+    *(f"session.transfer.{outcome}" for outcome in TRANSFER_OUTCOMES),
     "session.ended",
 )
 #: The id a provider gives a participant, by provider type; more ids may ride along
@@ -321,6 +327,30 @@ class EventPublisher:
         }
         return self.publish(self.make_event("session.dtmf", session_id, provider, data))
 
+    def publish_transfer(
+        self,
+        session_id: str,
+        outcome: str,
+        data: Mapping[str, Any],
+        *,
+        provider_type: ProviderType | str,
+        provider_ids: Mapping[str, str],
+        participant_id: str | None = None,
+        provider_status: ProviderStatus | str = "connected",
+    ) -> SessionEvent:
+        """``session.transfer.<outcome>``: the progress of a participant's hand-over to another
+        party (``data["target"]``). Not tracked for ``session.ended``: the participant's own
+        ``session.provider.disconnected`` (reason ``transferred``) follows a completed one."""
+        if outcome not in TRANSFER_OUTCOMES:
+            raise ValueError(f"unknown transfer outcome {outcome!r}")
+        provider: dict[str, Any] = {"type": provider_type}
+        provider.update({k: v for k, v in provider_ids.items() if v is not None})
+        provider["status"] = provider_status
+        pid = participant_id or _main_id(provider_type, provider_ids)
+        payload = {"participant_id": pid, **data}
+        event = self.make_event(f"session.transfer.{outcome}", session_id, provider, payload)
+        return self.publish(event)
+
     # -- session end ---------------------------------------------------------------------
 
     def session_ended(self, session_id: str, *, ended_at: datetime | None = None) -> None:
@@ -445,6 +475,9 @@ class EventPublisher:
             )
             log.debug("DTMF %s received", event.digit, extra=context)
             return
+        if isinstance(event, TransferAccepted | TransferCompleted | TransferFailed):
+            self._on_transfer(event, ids, {"target": event.target, **common}, context)
+            return
         if isinstance(event, CallConnecting):
             status, data = "connecting", common
             log.debug("call connecting", extra=context)
@@ -471,6 +504,43 @@ class EventPublisher:
             return
         self.publish_provider_event(
             event.session_id, "sip", ids, status, data, participant_id=event.leg_id
+        )
+
+    def _on_transfer(
+        self,
+        event: TransferAccepted | TransferCompleted | TransferFailed,
+        ids: dict[str, str],
+        data: dict[str, Any],
+        context: dict[str, str],
+    ) -> None:
+        provider_status = "connected"
+        if isinstance(event, TransferAccepted):
+            outcome = "accepted"
+            log.info("transfer to %s accepted", event.target, extra=context)
+        elif isinstance(event, TransferCompleted):
+            outcome = "completed"
+            data["status_code"] = event.status
+            log.info("transferred to %s", event.target, extra=context)
+        else:
+            outcome = "failed"
+            data.update(status_code=event.status or None, reason=event.reason, detail=event.detail)
+            if event.reason == "call-ended":
+                provider_status = "disconnected"
+            log.info(
+                "transfer to %s failed: %s %s",
+                event.target,
+                event.status,
+                event.reason,
+                extra=context,
+            )
+        self.publish_transfer(
+            event.session_id,
+            outcome,
+            data,
+            provider_type="sip",
+            provider_ids=ids,
+            participant_id=event.leg_id,
+            provider_status=provider_status,
         )
 
 

@@ -34,6 +34,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from sipua.media.play import tone_frequencies
+from sipua.sip.errors import ParseError
+from sipua.sip.uri import parse_uri
 
 __all__ = [
     "CODECS",
@@ -55,6 +57,8 @@ __all__ = [
     "SrtpPolicy",
     "StreamInfo",
     "TelnyxProvider",
+    "TransferCreate",
+    "TransferResponse",
     "TwilioProvider",
     "new_webhook_secret",
     "normalize_codec_list",
@@ -80,7 +84,7 @@ CRYPTO_SUITES: tuple[CryptoSuite, ...] = (
     "AEAD_AES_256_GCM",
 )
 SrtpPolicy = Literal["required", "optional", "off"]
-MediaApp = Literal["echo", "record", "play", "bridge"]
+MediaApp = Literal["echo", "record", "play", "bridge", "conference"]
 SipTransport = Literal["udp", "tcp", "tls"]
 
 METADATA_MAX_BYTES = 16 * 1024
@@ -365,9 +369,11 @@ class MediaOptions(_Model):
 
     app: MediaApp | None = Field(
         None,
-        description="echo, record, play or bridge. Defaults to 'bridge' when bridge_url is "
-        "given, 'play' when play_file is given, 'echo' for echo mode, else the server's "
-        "media.default_app.",
+        description="echo, record, play, bridge or conference ('conference': every participant "
+        "of the session, SIP call or media stream, hears the mix of all the others, not "
+        "itself). Defaults to 'bridge' when bridge_url is given, 'play' when play_file or "
+        "play_tone is given, 'echo' for echo mode, 'conference' for conference mode, else the "
+        "server's media.default_app.",
     )
     bridge_url: WsUrl | None = Field(
         None,
@@ -598,6 +604,30 @@ class Session(_Model):
         return f"session_{self.id}"
 
 
+class TransferCreate(_Model):
+    """Hand a connected SIP participant over to another party (blind transfer, REFER)."""
+
+    target: SafeText = Field(
+        max_length=1024,
+        pattern=r"^(?i:sips?):[^\s<>\"]+$",
+        description="sip: or sips: URI the participant's PBX is asked to call (Refer-To); "
+        "URI headers such as '?User-to-User=…' are passed on.",
+        examples=["sip:+15557654321@pbx.example.com", "sip:agents@pbx.example.com"],
+    )
+
+    @field_validator("target")
+    @classmethod
+    def _parsable(cls, value: str) -> str:
+        # The pattern says which scheme; the SIP parser says whether the rest is a URI at all.
+        try:
+            parse_uri(value)
+        except ParseError as e:
+            raise PydanticCustomError(
+                "sip_uri", "not a valid SIP URI: {detail}", {"detail": e.detail}
+            ) from None
+        return value
+
+
 # ---------------------------------------------------------------------------------------------
 # Response
 
@@ -658,6 +688,9 @@ class ParticipantInfo(BaseModel):
     codec: str | None = None
     secure: bool | None = Field(None, description="SRTP in use (SIP).")
     duration_s: float | None = Field(None, description="Seconds since the media connected.")
+    transfer_target: str | None = Field(
+        None, description="Where a transfer in progress sends the participant (SIP)."
+    )
     stats: dict[str, JsonValue] = Field(
         default_factory=dict,
         description="Media statistics so far: packets and bytes each way, loss, jitter, "
@@ -666,6 +699,18 @@ class ParticipantInfo(BaseModel):
 
 
 SessionResponse.model_rebuild()
+
+
+class TransferResponse(BaseModel):
+    """A transfer that was requested: its outcome arrives as session.transfer.* events."""
+
+    session_id: str
+    participant_id: str
+    target: str
+    status: Literal["requested"] = Field(
+        "requested",
+        description="The REFER was sent; session.transfer.accepted, .completed or .failed follow.",
+    )
 
 
 class SessionPage(BaseModel):

@@ -97,6 +97,9 @@ def _ua_config(settings: Settings) -> UaConfig:
         media_policy=MediaPolicy(codecs=tuple(media.codecs), srtp=media.srtp),
         max_message_size=sip.max_message_size,
         max_calls_per_session=sip.max_calls_per_session,
+        trace_calls=sip.trace_calls,
+        trace_messages=sip.trace_messages,
+        transfer_timeout=sip.transfer_timeout,
     )
 
 

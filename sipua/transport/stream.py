@@ -22,6 +22,9 @@ from .peer import Peer
 
 log = logging.getLogger(__name__)
 
+# Addresses whose TLS server name is remembered; outbound calls add one per DNS target.
+MAX_SERVER_NAMES = 4096
+
 MessageHandler = Callable[[Request | Response, Peer], None]
 MalformedHandler = Callable[[MalformedMessage, Peer], None]
 
@@ -127,6 +130,8 @@ class ConnectionPool:
         self.connect_timeout = connect_timeout
         self.admit_address = admit_address
         self.connections: dict[tuple[str, tuple[str, int]], StreamConnection] = {}
+        # The DNS name each address was reached under, for TLS (see name_server).
+        self.server_names: dict[tuple[str, int], str] = {}
         self._per_ip: dict[str, int] = {}
         self._connecting: dict[tuple[str, tuple[str, int]], list[bytes]] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -174,6 +179,15 @@ class ConnectionPool:
             else:
                 self._per_ip[ip] = n
 
+    def name_server(self, addr: tuple[str, int], name: str) -> None:
+        """Connect to ``addr`` over TLS as ``name``: sent as SNI and matched against the
+        server's certificate, as RFC 5922 §4 asks for a server located by its domain (an
+        address alone can match no certificate a SIP provider holds)."""
+        self.server_names.pop(addr, None)
+        self.server_names[addr] = name
+        while len(self.server_names) > MAX_SERVER_NAMES:
+            del self.server_names[next(iter(self.server_names))]  # the oldest goes
+
     def find(self, transport: str, addr: tuple[str, int]) -> StreamConnection | None:
         conn = self.connections.get((transport, addr))
         return conn if conn is not None and conn.is_open else None
@@ -210,7 +224,7 @@ class ConnectionPool:
             server_hostname = None
             if transport == "tls":
                 ssl_ctx = self.client_ssl or ssl.create_default_context()
-                server_hostname = addr[0]
+                server_hostname = self.server_names.get(addr, addr[0])
             _, conn = await asyncio.wait_for(
                 loop.create_connection(
                     lambda: StreamConnection(self, transport, outbound=True),

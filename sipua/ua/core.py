@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sipua.sip.builders import make_response
 from sipua.sip.errors import ParseError
@@ -38,7 +38,11 @@ from sipua.transport.routing import response_peer, stamp_via
 from .events import EventBus
 from .gate import OpenGate, RequestGate
 from .media import MediaBackend
+from .trace import SipTrace
 from .uas import SessionResolver, Uas
+
+if TYPE_CHECKING:
+    import dns.asyncresolver
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +57,12 @@ class UaConfig:
     max_transactions: int | None = 200_000
     max_message_size: int = 65535
     max_calls_per_session: int = 100
+    # Where outbound calls look up NAPTR/SRV/A/AAAA (RFC 3263); None: the system's resolver
+    # configuration (see sipua.transport.resolver). Tests point one at a stub nameserver.
+    dns_resolver: dns.asyncresolver.Resolver | None = None
+    trace_calls: int = 10000  # Call-IDs whose messages are kept for operators (0: no trace)
+    trace_messages: int = 200  # messages kept per Call-ID
+    transfer_timeout: float = 60.0  # seconds a REFER has to report a final outcome
 
 
 class UserAgent:
@@ -77,6 +87,8 @@ class UserAgent:
         )
         self.bus = bus or EventBus()
         self.uas = Uas(self, sessions, media, self.bus)
+        self.trace = SipTrace(config.trace_calls, config.trace_messages)
+        self.bus.subscribe(self.trace.on_call_event)  # which session each Call-ID belongs to
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when: float | None = None
@@ -131,7 +143,7 @@ class UserAgent:
             self._reject_unparsable(data, peer, e)
             return
         # The UDP listener calls _drain once after each burst of datagrams.
-        self._receive(message, peer)
+        self._receive(message, peer, data)
 
     def _on_malformed(self, data: bytes, peer: Peer, event: MalformedMessage | None) -> None:
         error = event.error if event is not None else ParseError("malformed message")
@@ -145,9 +157,14 @@ class UserAgent:
         self._receive(message, peer)
         self._drain()
 
-    def _receive(self, message: Request | Response, peer: Peer) -> None:
+    def _receive(self, message: Request | Response, peer: Peer, raw: bytes | None = None) -> None:
         """Feed one message to the transaction layer; events wait for the next _drain."""
         now = self.loop.time()
+        trace = self.trace
+        if trace.max_calls:
+            trace.record(
+                "in", message.get("call-id"), raw if raw is not None else message.to_bytes(), peer
+            )
         try:
             if isinstance(message, Request):
                 self.counters["requests_received"] += 1
@@ -235,12 +252,15 @@ class UserAgent:
     def flush(self) -> None:
         send = self.transports.send
         sent = self.responses_sent
+        trace = self.trace if self.trace.max_calls else None
         for out in self.layer.messages_to_send():
             message = out.message
             if isinstance(message, Response):
                 status = message.status
                 sent[status] = sent.get(status, 0) + 1
             send(out.data, out.context)
+            if trace is not None:
+                trace.record("out", message.get("call-id"), out.data, out.context)
 
     def _arm(self) -> None:
         when = self.layer.next_timer()
@@ -269,7 +289,10 @@ class UserAgent:
         """Send outside any transaction (stateless responses, ACK for 2xx)."""
         if isinstance(message, Response):
             self.responses_sent[message.status] = self.responses_sent.get(message.status, 0) + 1
-        self.transports.send(message.to_bytes(), peer)
+        data = message.to_bytes()
+        self.transports.send(data, peer)
+        if self.trace.max_calls:
+            self.trace.record("out", message.get("call-id"), data, peer)
 
     def after_user_action(self) -> None:
         """Call after acting outside an input (API call, answer timer): send and re-arm."""

@@ -56,6 +56,38 @@ class DtmfReceived(CallEvent):
     source: str = "rfc4733"  # or "sip-info"
 
 
+@dataclass(frozen=True, slots=True)
+class TransferAccepted(CallEvent):
+    """The peer accepted our REFER (a 2xx, or a first NOTIFY): it is calling ``target``."""
+
+    target: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TransferCompleted(CallEvent):
+    """The peer reached ``target`` (a final 2xx in its NOTIFY); sipua hangs up its own leg."""
+
+    target: str = ""
+    status: int = 200
+
+
+@dataclass(frozen=True, slots=True)
+class TransferFailed(CallEvent):
+    """The transfer to ``target`` did not happen; the call goes on unless it is what ended.
+
+    ``status`` is the SIP status that decided it (the REFER's answer, the sipfrag's final
+    status, 408 for a timeout, 503 when the REFER could not be sent, 0 when none);
+    ``reason`` one of ``rejected``, ``target-failed``, ``timeout``,
+    ``subscription-terminated``, ``bad-notify``, ``transport-error``, ``call-ended``;
+    ``detail`` the reason phrase or an explanation.
+    """
+
+    target: str = ""
+    status: int = 0
+    reason: str = ""
+    detail: str = ""
+
+
 class EventBus:
     """Synchronous fan-out; subscribers must not block (queue slow work themselves)."""
 

@@ -8,6 +8,13 @@ next one; any other final answer (486 Busy, 603 Decline, 404 …) is the callee'
 and ends the attempt. 401/407 are answered once with the session's credentials
 (:mod:`sipua.ua.challenges`). Once a 2xx comes, the call is a participant like
 any incoming one: the same dialog handling, media, events and hang-up.
+
+An endpoint's host is located as RFC 3263 §4 says (:func:`sipua.transport.resolver.locate`:
+NAPTR, SRV, A/AAAA; ``UaConfig.dns_resolver`` names the nameservers, None the system's).
+When that gives several targets, one that fails at the transport, times out without any
+response (Timer B, or ``dial_timeout_s`` without even a provisional) or answers 503 passes
+the call to the endpoint's next target (RFC 3263 §4.3), a new INVITE transaction with its
+own ``dial_timeout_s``; when the targets run out, the endpoint has failed as above.
 """
 
 from __future__ import annotations
@@ -16,7 +23,6 @@ import asyncio
 import inspect
 import ipaddress
 import logging
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -30,6 +36,7 @@ from sipua.sip.sdp import SdpError
 from sipua.sip.transaction import Transaction
 from sipua.sip.uri import SipUri, parse_uri
 from sipua.transport.peer import Peer
+from sipua.transport.resolver import Target, default_transport, locate, uri_transport
 from sipua.transport.routing import DEFAULT_PORTS
 
 from .call import Call, CallState
@@ -100,7 +107,8 @@ class Dialing:
     attempt: _Attempt | None = None
     abandoned: list[_Attempt] = field(default_factory=list)  # attempts we gave up on
     ack: Request | None = None  # the ACK of the 2xx, sent again for its retransmissions
-    tried: list[dict[str, Any]] = field(default_factory=list)  # endpoint, status, reason
+    # uri, status, reason, and the targets tried ("transport:address:port")
+    tried: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Dialer:
@@ -121,8 +129,7 @@ class Dialer:
         timeout = float(
             timeout or getattr(provider, "dial_timeout_s", None) or DEFAULT_DIAL_TIMEOUT
         )
-        first = self._target(endpoints[0], provider)
-        call = Call.outgoing(session, first[0] if first else Peer("udp", ("0.0.0.0", 0)))
+        call = Call.outgoing(session, self._first_guess(endpoints[0], provider))
         call.created_at = self.ua.now()
         user = f"session_{session.id}"
         host = self.ua.transports.sent_by(call.transport)
@@ -157,8 +164,11 @@ class Dialer:
         for endpoint in dialing.endpoints:
             if call.state is not CallState.RINGING:
                 return  # hung up while dialing
-            status, reason = await self._try(call, endpoint)
-            dialing.tried.append({"uri": endpoint.uri, "status": status, "reason": reason})
+            targets: list[str] = []
+            status, reason = await self._try(call, endpoint, targets)
+            dialing.tried.append(
+                {"uri": endpoint.uri, "status": status, "reason": reason, "targets": targets}
+            )
             if 200 <= status < 300 or call.state is not CallState.RINGING:
                 return
             if status and status not in FAILOVER_STATUSES:
@@ -185,72 +195,118 @@ class Dialer:
         policy = self.uas.policy_for(call.session)
         _, call.pending_offer = make_offer(policy, leg.local_host, leg.local_port)
 
-    def _target(self, endpoint: Endpoint, provider: Any) -> tuple[Peer, SipUri] | None:
-        """Where the INVITE for ``endpoint`` goes (RFC 3263 §4.1–4.2 for numeric hosts and
-        names from the system resolver), or None when we cannot reach it."""
+    def _uri(self, endpoint: Endpoint) -> SipUri | None:
         try:
             uri = parse_uri(endpoint.uri)
         except ParseError:
             return None
-        if not isinstance(uri, SipUri):
-            return None
-        if uri.secure:
-            transport = "tls"
-        elif uri.transport in ("udp", "tcp", "tls"):
-            transport = uri.transport
-        elif "transport" in getattr(provider, "model_fields_set", ()):
-            transport = str(getattr(provider.transport, "value", provider.transport))
-        else:
-            transport = "udp"  # RFC 3263 §4.1: a sip: URI with no transport and no NAPTR
-        port = uri.port or DEFAULT_PORTS[transport]
-        return Peer(transport, (uri.host_bare, port)), uri
+        return uri if isinstance(uri, SipUri) else None
 
-    async def _resolve(self, peer: Peer) -> Peer | None:
-        host, port = peer.addr
-        try:
-            ipaddress.ip_address(host)
-            return peer
-        except ValueError:
-            pass
-        kind = socket.SOCK_DGRAM if peer.transport == "udp" else socket.SOCK_STREAM
-        try:
-            infos = await self.ua.loop.getaddrinfo(host, port, type=kind)
-        except OSError as e:
-            log.info("outbound call: %s does not resolve: %s", host, e)
-            return None
-        families = [a for a in infos if a[0] in (socket.AF_INET, socket.AF_INET6)]
-        if not families:
-            return None
-        return Peer(peer.transport, families[0][4][:2])
+    @staticmethod
+    def _explicit_transport(provider: Any) -> str | None:
+        """The provider's ``transport`` when it was set, not merely defaulted."""
+        if "transport" in getattr(provider, "model_fields_set", ()):
+            return str(getattr(provider.transport, "value", provider.transport))
+        return None
+
+    def _first_guess(self, endpoint: Endpoint, provider: Any) -> Peer:
+        """Where the call is thought to go before DNS has said (for its From and first
+        events): the URI's host, on the transport the URI fixes, or one we listen on."""
+        uri = self._uri(endpoint)
+        if uri is None:
+            return Peer("udp", ("0.0.0.0", 0))
+        transport = uri_transport(uri, self._explicit_transport(provider))
+        if transport is None:
+            transport = default_transport(uri)
+            if not self.ua.transports.has_transport(transport):
+                transport = next(
+                    (t for t in ("udp", "tcp", "tls") if self.ua.transports.has_transport(t)),
+                    transport,
+                )
+        return Peer(transport, (uri.host_bare, uri.port or DEFAULT_PORTS[transport]))
+
+    def _reachable(self, target: Target) -> bool:
+        """UDP goes out of a listener of the address's family; TCP/TLS connect from any."""
+        if target.transport != "udp":
+            return True
+        v6 = ":" in target.host
+        return any((":" in host) == v6 for host, _ in self.ua.transports.listening.udp)
 
     # -- one endpoint ------------------------------------------------------------------
 
-    async def _try(self, call: Call, endpoint: Endpoint) -> tuple[int, str]:
+    async def _try(self, call: Call, endpoint: Endpoint, tried: list[str]) -> tuple[int, str]:
+        """Call ``endpoint``: each of its RFC 3263 targets in turn, until one answers."""
         provider = getattr(call.session, "provider", None)
-        target = self._target(endpoint, provider)
-        if target is None:
+        uri = self._uri(endpoint)
+        if uri is None:
             return 0, "bad-endpoint-uri"
-        peer, uri = target
-        if not self.ua.transports.has_transport(peer.transport):
-            return 0, f"no-{peer.transport}-transport"
-        resolved = await self._resolve(peer)
-        if resolved is None:
+        explicit = self._explicit_transport(provider)
+        fixed = uri_transport(uri, explicit)
+        transports = self.ua.transports
+        if fixed is not None and not transports.has_transport(fixed):
+            return 0, f"no-{fixed}-transport"
+        available = {t for t in DEFAULT_PORTS if transports.has_transport(t)}
+        dialing = call.dialing
+        assert dialing is not None
+        try:
+            targets = await asyncio.wait_for(
+                locate(
+                    uri,
+                    transports_available=available,
+                    explicit_transport=explicit,
+                    resolver=self.ua.config.dns_resolver,
+                ),
+                dialing.timeout,
+            )
+        except TimeoutError:
             return 0, "endpoint-does-not-resolve"
-        if call.state is not CallState.RINGING:
-            return 0, "hung-up"
-        call.peer = resolved
-        call.transport = resolved.transport
+        targets = [t for t in targets if self._reachable(t)]
+        if not targets:
+            log.info("outbound call %s: %s does not resolve", call.id, uri.host)
+            return 0, "endpoint-does-not-resolve"
+        status, reason = 0, "no-target"
+        for target in targets:
+            if call.state is not CallState.RINGING:
+                return 0, "hung-up"
+            tried.append(f"{target.transport}:{target.host}:{target.port}")
+            status, reason, heard = await self._try_target(call, endpoint, uri, target)
+            if not _target_failed(status, reason, heard):
+                return status, reason  # an answer, or the callee's silence after a 1xx
+            log.info(
+                "outbound call %s: %s failed (%s %s), trying its next target",
+                call.id,
+                tried[-1],
+                status,
+                reason,
+            )
+        return status, reason
+
+    async def _try_target(
+        self, call: Call, endpoint: Endpoint, uri: SipUri, target: Target
+    ) -> tuple[int, str, bool]:
+        """Send the INVITE to one target and wait for its outcome: (status, reason, whether
+        a provisional response came from it)."""
+        dialing = call.dialing
+        assert dialing is not None
+        peer = Peer(target.transport, (target.host, target.port))
+        if target.transport == "tls" and target.server_name:
+            self.ua.transports.pool.name_server(peer.addr, target.server_name)
+        call.peer = peer
+        call.transport = peer.transport
         done: asyncio.Future[tuple[int, str]] = self.ua.loop.create_future()
-        tx = self._send_invite(call, uri, resolved)
+        tx = self._send_invite(call, uri, peer)
         if tx is None:
-            return 0, "send-failed"
-        call.dialing.attempt = _Attempt(endpoint, resolved, tx, done)  # type: ignore[union-attr]
+            return 0, "send-failed", False
+        attempt = _Attempt(endpoint, peer, tx, done)
+        dialing.attempt = attempt
         self.ua.after_user_action()
         try:
-            return await asyncio.wait_for(asyncio.shield(done), call.dialing.timeout)  # type: ignore[union-attr]
+            status, reason = await asyncio.wait_for(asyncio.shield(done), dialing.timeout)
         except TimeoutError:
+            heard = attempt.provisional
             self._abandon(call)
-            return 408, "dial-timeout"
+            return 408, "dial-timeout", heard
+        return status, reason, attempt.provisional
 
     def _send_invite(
         self, call: Call, uri: SipUri, peer: Peer, credentials: Sequence[Any] = ()
@@ -470,6 +526,18 @@ class Dialer:
         attempt = dialing.attempt if dialing is not None else None
         if attempt is not None and tx is attempt.tx and not attempt.done.done():
             attempt.done.set_result((status, reason))
+
+
+def _target_failed(status: int, reason: str, heard: bool) -> bool:
+    """Whether the server at a target failed, so that the endpoint's next target is tried.
+
+    RFC 3263 §4.3: a transport error or a transaction timeout (Timer B); a target silent
+    for the whole dial timeout is as dead. RFC 3261 §21.5.4: a 503 asks for an alternate
+    server. A timeout after a provisional response is the callee's, not the server's.
+    """
+    if status == 503 or reason == "no-response":
+        return True
+    return reason == "dial-timeout" and not heard
 
 
 def _target_of(dialog: Dialog, fallback: Peer) -> Peer:

@@ -60,6 +60,7 @@ from .events import (
     EventBus,
 )
 from .media import MediaBackend, MediaLeg
+from .transfer import Transferor
 from .uac import Dialer
 
 if TYPE_CHECKING:
@@ -67,8 +68,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO"
-ACCEPT = "application/sdp, application/dtmf-relay, application/dtmf"
+# NOTIFY: for the refer subscriptions of our transfers. REFERs sent to us get 405.
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, NOTIFY"
+ACCEPT = "application/sdp, application/dtmf-relay, application/dtmf, message/sipfrag"
 OPTION_TAGS: frozenset[str] = frozenset()  # we implement no SIP extension that can be Required
 IN_DIALOG_ONLY = frozenset({"BYE", "INFO", "UPDATE", "PRACK", "NOTIFY", "REFER"})
 _SDP_TYPES = frozenset({"application/sdp"})
@@ -104,6 +106,7 @@ class Uas:
         self._byes_done: asyncio.Event | None = None
         self.challenges = ChallengeResponder()  # 401/407 to our BYEs and INVITEs
         self.dialer = Dialer(self)  # outbound calls
+        self.transfers = Transferor(self)  # blind transfers with REFER
         self.shutdown_grace = 3.0  # seconds shutdown() waits for its BYEs to be answered
         self.counters = {
             "calls_answered": 0,
@@ -495,6 +498,8 @@ class Uas:
             self._options(tx)
         elif method == "INFO":
             self._info(call, request, tx)
+        elif method == "NOTIFY":
+            self.transfers.on_notify(call, dialog, request, tx)
         else:
             self.respond(tx, 405, headers=[("Allow", ALLOW)])
 
@@ -599,6 +604,9 @@ class Uas:
         if call.dialing is not None and tx.method in ("INVITE", "CANCEL"):
             self.dialer.on_response(call, tx, response)
             return
+        if tx.method == "REFER":
+            self.transfers.on_response(call, tx, response)
+            return
         if response.status < 200:
             return
         self._bye_finished(tx)
@@ -624,6 +632,9 @@ class Uas:
         if call.dialing is not None and tx.method == "INVITE":
             self.dialer.on_timeout(call, tx)
             return
+        if tx.method == "REFER":
+            self.transfers.on_timeout(call, tx)
+            return
         self._bye_finished(tx)
         if tx.kind is Kind.NON_INVITE_CLIENT and tx.method == "BYE" and call.dialog is not None:
             self.challenges.forget(call.id)
@@ -635,6 +646,9 @@ class Uas:
         call = tx.user_data
         if call is not None and call.dialing is not None and tx.method in ("INVITE", "CANCEL"):
             self.dialer.on_failure(call, tx)
+            return
+        if call is not None and tx.method == "REFER":
+            self.transfers.on_failure(call, tx)  # the call may still be fine: it goes on
             return
         if call is not None and call.state is not CallState.ENDED:
             self._end(call, "transport-error", status=503)
@@ -731,6 +745,7 @@ class Uas:
         call.state = CallState.ENDED
         call.ended_at = self.ua.now()
         call.end_reason = call.end_reason or reason
+        self.transfers.call_ended(call)  # a transfer still pending fails before the call ends
         if call.answer_handle is not None:
             call.answer_handle.cancel()
             call.answer_handle = None
@@ -784,10 +799,19 @@ class Uas:
                     "codec": params.codec.name if params is not None else None,
                     "secure": bool(params is not None and params.secure),
                     "duration_s": round(now - call.connected_at, 3) if call.connected_at else None,
+                    "transfer_target": self.transfers.pending(call),
                     "stats": stats,
                 }
             )
         return out
+
+    def transfer(self, call: Call, target_uri: str) -> bool:
+        """Blind-transfer a connected call with REFER (:mod:`sipua.ua.transfer`)."""
+        return self.transfers.start(call, target_uri)
+
+    def transfer_participant(self, session_id: str, participant_id: str, target: str) -> bool:
+        """The API's transfer of one SIP participant; the REFER is sent before this returns."""
+        return self.transfers.transfer_participant(session_id, participant_id, target)
 
     def active_calls(self, session_id: str) -> int:
         return len(self.calls_by_session.get(session_id, ()))

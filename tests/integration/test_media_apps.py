@@ -8,6 +8,9 @@ RTCP answered on request), or baresip. G.711 μ-law and A-law are coded here wit
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
 import random
 import re
 import socket
@@ -21,9 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import websockets
 
 from sipua.media.concealment import FADE_FRAMES
 from sipua.media.stats import estimate_mos
+from tests.service.streams.peers import TwilioPeer
 
 from .baresip import (
     Baresip,
@@ -32,6 +37,7 @@ from .baresip import (
     dominant_frequency,
     media_env,
     read_wav,
+    rms,
     session_events,
     tone_share,
     wait_events,
@@ -868,3 +874,79 @@ def test_play_with_a_missing_file_refuses_the_call_as_a_fault_not_as_busy_ports(
     [failed] = wait_events(media, session["id"], "session.provider.failed")
     assert failed["data"]["reason"] == "media-app-unavailable"
     assert failed["data"]["status_code"] == 500
+
+
+def call_in(svc: Service, session: dict, rtp: RtpPeer, sip: SipClient) -> tuple[SipClient, UacCall]:
+    """Call ``session`` from ``sip`` with ``rtp``'s PCMU and point the tone at sipua's answer."""
+    call, answer = start_call(sip, uri_of(svc, session), offer_sdp(rtp.port))
+    assert [pt for pt in answer.audio.formats if pt != 101] == [PCMU]
+    rtp.remote = rtp_target(answer)
+    return sip, call
+
+
+def test_conference_callers_hear_each_other_and_not_themselves(media: Service) -> None:
+    session = media.create_session(mode="conference", provider={"type": "sip", "transport": "udp"})
+    assert session["media"]["app"] == "conference"  # the mode's default app
+    sip_port = ("127.0.0.1", media.ports["udp"])
+    with (
+        RtpPeer(tone_hz=440) as low,
+        RtpPeer(tone_hz=1000) as high,
+        SipClient("udp", sip_port) as low_sip,
+        SipClient("udp", sip_port) as high_sip,
+    ):
+        first = call_in(media, session, low, low_sip)
+        alone = time.monotonic()
+        low.wait_for(25, alone)  # alone in the room: it hears nothing of its own tone
+        second = call_in(media, session, high, high_sip)
+        together = time.monotonic()
+        low.wait_for(100, together)
+        high.wait_for(100, together)
+        for sip, call in (first, second):
+            hang_up(sip, call)
+    lonely = low.audio_since(alone)[: 25 * 160]
+    assert rms(lonely) < 100, "a lone participant heard something (its own echo?)"
+    settle = together + 0.3  # the second leg's jitter buffer and the mixer's queue fill
+    for peer, other in ((low, 1000), (high, 440)):
+        heard = peer.audio_since(settle)
+        assert_tone(heard, 8000, other, 1.2)  # the other's tone, continuous
+        own = 1000 if other == 440 else 440
+        assert tone_share(active(heard, 8000), 8000, own) < 0.01  # and never its own
+    gone = wait_events(media, session["id"], "session.provider.disconnected", count=2)
+    assert {e["data"]["reason"] for e in gone} == {"remote-bye"}
+
+
+async def test_conference_joins_a_twilio_stream_and_a_sip_caller(media: Service) -> None:
+    session = media.create_session(mode="conference", provider={"type": "sip", "transport": "udp"})
+    twilio = TwilioPeer(session["stream"]["token"])
+    voice = ulaw_encode(sine(1000, 1.0))  # Twilio's caller: 1 kHz, 160 octets a message
+    heard: list[bytes] = []
+    loop = asyncio.get_running_loop()
+    with RtpPeer(tone_hz=440) as rtp, SipClient("udp", ("127.0.0.1", media.ports["udp"])) as sip:
+        caller = await asyncio.to_thread(call_in, media, session, rtp, sip)
+        async with websockets.connect(session["stream"]["url"], open_timeout=10) as ws:
+            await ws.send(twilio.connected())
+            await ws.send(twilio.start())
+
+            async def listen() -> None:
+                async for message in ws:
+                    event = json.loads(message)
+                    if event.get("event") == "media":
+                        heard.append(base64.b64decode(event["media"]["payload"]))
+
+            listener = loop.create_task(listen())
+            together = time.monotonic()
+            start = loop.time()
+            for i in range(125):  # 2.5 s, paced as Twilio paces: one message per 20 ms
+                await asyncio.sleep(max(0.0, start + 0.02 * i - loop.time()))
+                await ws.send(twilio.media(voice[(i % 50) * 160 : (i % 50 + 1) * 160]))
+            await ws.send(twilio.stop())
+            async with asyncio.timeout(5):
+                await listener  # sipua closes the stream after "stop"
+        await asyncio.to_thread(hang_up, *caller)
+    # the Twilio caller hears the SIP caller, the SIP caller hears the Twilio caller
+    from_sip = ulaw_decode(b"".join(heard[15:]))
+    assert_tone(from_sip, 8000, 440, 1.5)
+    assert tone_share(active(from_sip, 8000), 8000, 1000) < 0.01
+    from_twilio = rtp.audio_since(together + 0.3)
+    assert_tone(from_twilio, 8000, 1000, 1.5)
+    assert tone_share(active(from_twilio, 8000), 8000, 440) < 0.01

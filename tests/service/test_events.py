@@ -23,6 +23,9 @@ from sipua.ua.events import (
     CallFailed,
     DtmfReceived,
     EventBus,
+    TransferAccepted,
+    TransferCompleted,
+    TransferFailed,
 )
 
 SID = "sess_01J0Z6Q4D5N4W8R9M3S2T1V0XY"
@@ -239,6 +242,46 @@ def test_call_lines_are_logged_with_call_context(caplog: pytest.LogCaptureFixtur
     assert record.peer == COMMON["remote"]  # type: ignore[attr-defined]
 
 
+def test_transfer_events_map_to_session_transfer_events(
+    publisher: EventPublisher, collected: list[SessionEvent]
+) -> None:
+    bus = EventBus()
+    publisher.attach(bus)
+    target = "sip:agent-7@pbx.test"
+    bus.publish(TransferAccepted(**COMMON, target=target))
+    bus.publish(
+        TransferFailed(
+            **COMMON, target=target, status=486, reason="target-failed", detail="Busy Here"
+        )
+    )
+    bus.publish(TransferCompleted(**COMMON, target=target, status=200))
+    bus.publish(TransferFailed(**COMMON, target=target, reason="call-ended", detail="bye"))
+    assert shapes(collected) == [
+        ("session.transfer.accepted", "connected"),
+        ("session.transfer.failed", "connected"),
+        ("session.transfer.completed", "connected"),
+        ("session.transfer.failed", "disconnected"),
+    ]
+    accepted, failed, completed, ended = (e.to_dict() for e in collected)
+    assert accepted["provider"]["sip_call_id"] == COMMON["call_id"]
+    assert accepted["data"] == {
+        "participant_id": COMMON["leg_id"],
+        "target": target,
+        "transport": "udp",
+        "remote": "192.0.2.10:5060",
+    }
+    assert {k: failed["data"][k] for k in ("status_code", "reason", "detail")} == {
+        "status_code": 486,
+        "reason": "target-failed",
+        "detail": "Busy Here",
+    }
+    assert completed["data"]["status_code"] == 200
+    assert ended["data"]["status_code"] is None  # no SIP status decided it
+    # Not participants of their own: session.ended is not held back by them.
+    publisher.session_ended(SID)
+    assert collected[-1].type == "session.ended"
+
+
 def test_quality_from_stats() -> None:
     assert quality_from_stats(None) == {}
     assert quality_from_stats({}) == {}
@@ -263,5 +306,8 @@ def test_event_ids_and_types() -> None:
         "session.provider.disconnected",
         "session.provider.failed",
         "session.dtmf",
+        "session.transfer.accepted",
+        "session.transfer.completed",
+        "session.transfer.failed",
         "session.ended",
     }

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 from integration.sipclient import AsyncUdpClient, SipMessage, build_response, new_token, sdp_offer
+from transport.test_resolver import start_stub_dns
 
 from sipua.sip.auth import AuthOutcome, DigestServer, HA1Table
 from sipua.ua.events import CallConnected, CallConnecting, CallDisconnected, CallFailed
@@ -306,3 +307,60 @@ async def test_a_2xx_after_we_gave_up_is_acked_and_byed(make_ua: MakeUa, pbxes):
     ack = await late.request("ACK")
     bye = await late.request("BYE")
     assert ack.to_tag == bye.to_tag == late.to_tag
+
+
+async def test_an_endpoint_named_by_dns_is_called_at_its_srv_target(make_ua: MakeUa, pbxes):
+    stub = await start_stub_dns({})
+    try:
+        h = await make_ua(dns_resolver=stub.resolver())
+        pbx = pbxes(h)
+        stub.add("_sip._udp.pbx.test", "SRV", [f"0 0 {pbx.sock.local[1]} edge1.pbx.test."])
+        stub.add("edge1.pbx.test", "A", ["127.0.0.1"])
+        h.ua.uas.dialer.dial(outbound(h, "sip:+1555@pbx.test"))
+        invite = await pbx.request("INVITE")
+        assert invite.request_uri == "sip:+1555@pbx.test"  # DNS moves the hop, not the URI
+        await pbx.accept(invite)
+        await pbx.request("ACK")
+        connected = await h.wait_event(CallConnected)
+        assert connected.remote == f"127.0.0.1:{pbx.sock.local[1]}"
+        # RFC 3263 §4.1: NAPTR first; we listen on UDP alone, so only its SRV is asked.
+        assert stub.asked("NAPTR") == ["pbx.test"] and stub.asked("SRV") == ["_sip._udp.pbx.test"]
+    finally:
+        stub.close()
+
+
+async def test_a_failing_srv_target_passes_the_call_to_the_next_one(make_ua: MakeUa, pbxes):
+    stub = await start_stub_dns({})
+    try:
+        h = await make_ua(dns_resolver=stub.resolver())
+        down, good, other = pbxes(h), pbxes(h), pbxes(h)
+        stub.add(
+            "_sip._udp.pbx.test",
+            "SRV",
+            [
+                f"10 0 {down.sock.local[1]} edge1.pbx.test.",
+                f"20 0 {good.sock.local[1]} edge1.pbx.test.",
+            ],
+        )
+        stub.add("edge1.pbx.test", "A", ["127.0.0.1"])
+        call = h.ua.uas.dialer.dial(outbound(h, "sip:+1555@pbx.test", other.uri))
+        first = await down.request("INVITE")
+        await down.answer(first, 503, reason="Service Unavailable")
+        # RFC 3263 §4.3: a new transaction (new branch) to the next target of the endpoint.
+        second = await good.request("INVITE")
+        assert second.call_id == first.call_id and second.top_via != first.top_via
+        await good.answer(second, 486, reason="Busy Here")  # the callee's answer: no more tries
+        failed = await h.wait_event(CallFailed)
+        assert failed.status == 486
+        assert call.dialing.tried == [
+            {
+                "uri": "sip:+1555@pbx.test",
+                "status": 486,
+                "reason": "Busy Here",
+                "targets": [f"udp:127.0.0.1:{p.sock.local[1]}" for p in (down, good)],
+            }
+        ]
+        with pytest.raises(TimeoutError):
+            await other.request("INVITE", timeout=0.3)
+    finally:
+        stub.close()

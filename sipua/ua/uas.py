@@ -49,6 +49,7 @@ from sipua.transport.peer import Peer
 from sipua.transport.routing import DEFAULT_PORTS
 
 from .call import Call, CallState
+from .capabilities import ACCEPT, ALLOW, IN_DIALOG_ONLY, OPTION_TAGS
 from .challenges import ChallengeResponder
 from .events import (
     CallConnected,
@@ -60,6 +61,7 @@ from .events import (
     EventBus,
 )
 from .media import MediaBackend, MediaLeg
+from .midcall import MidCall
 from .transfer import Transferor
 from .uac import Dialer
 
@@ -68,14 +70,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# NOTIFY: for the refer subscriptions of our transfers. REFERs sent to us get 405.
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, NOTIFY"
-ACCEPT = "application/sdp, application/dtmf-relay, application/dtmf, message/sipfrag"
-OPTION_TAGS: frozenset[str] = frozenset()  # we implement no SIP extension that can be Required
-IN_DIALOG_ONLY = frozenset({"BYE", "INFO", "UPDATE", "PRACK", "NOTIFY", "REFER"})
 _SDP_TYPES = frozenset({"application/sdp"})
-_DTMF_INFO_TYPES = frozenset({"application/dtmf-relay", "application/dtmf"})
-_DTMF_DIGITS = frozenset("0123456789*#ABCD")
 
 
 class SessionResolver(Protocol):
@@ -106,6 +101,7 @@ class Uas:
         self._byes_done: asyncio.Event | None = None
         self.challenges = ChallengeResponder()  # 401/407 to our BYEs and INVITEs
         self.dialer = Dialer(self)  # outbound calls
+        self.midcall = MidCall(self)  # re-INVITE and INFO in established calls
         self.transfers = Transferor(self)  # blind transfers with REFER
         self.shutdown_grace = 3.0  # seconds shutdown() waits for its BYEs to be answered
         self.counters = {
@@ -493,88 +489,15 @@ class Uas:
                     self.layer.stop_retransmitting(call.invite_tx, self.ua.now())
                 self._end(call, "remote-bye")
         elif method == "INVITE":
-            self._reinvite(call, dialog, request, tx)
+            self.midcall.reinvite(call, dialog, request, tx)
         elif method == "OPTIONS":
             self._options(tx)
         elif method == "INFO":
-            self._info(call, request, tx)
+            self.midcall.info(call, request, tx)
         elif method == "NOTIFY":
             self.transfers.on_notify(call, dialog, request, tx)
         else:
             self.respond(tx, 405, headers=[("Allow", ALLOW)])
-
-    def _reinvite(self, call: Call, dialog: Dialog, request: Request, tx: Transaction) -> None:
-        if call is None or call.state is CallState.ENDING:
-            self.respond(tx, 481)
-            return
-        if call.state is CallState.ANSWERED or call.pending_offer is not None:
-            # RFC 3261 §14.2: an INVITE before the ACK of the previous one.
-            self.respond(tx, 500, headers=[("Retry-After", "1")])
-            return
-        if call.reinvite_tx is not None and call.reinvite_tx.state.value in (
-            "Calling",
-            "Proceeding",
-        ):
-            self.respond(tx, 491)  # our own re-INVITE is pending (§14.2)
-            return
-        policy = self.policy_for(call.session)
-        leg = call.media
-        host = (
-            leg.local_host if leg is not None else self.ua.transports.advertised_host or "0.0.0.0"
-        )
-        port = leg.local_port if leg is not None else 9
-        if request.body:
-            ctype = request.content_type
-            if ctype is None or ctype.mime not in _SDP_TYPES:
-                self.respond(tx, 415, headers=[("Accept", "application/sdp")])
-                return
-            try:
-                state = answer(request.body, policy, host, port, previous=call.sdp)
-            except OfferRejected as e:
-                # The session in place stays as it was (RFC 3261 §14.2).
-                self.respond(tx, e.status, e.reason, headers=[("Warning", e.warning)])
-                return
-            except SdpError as e:
-                self.respond(tx, 400, headers=[("Warning", f'399 sipua "bad SDP: {str(e)[:150]}"')])
-                return
-            call.sdp = state
-            body = state.sdp.to_bytes()
-            if leg is not None:
-                leg.update(state.params)
-        else:
-            sdp, call.pending_offer = make_offer(policy, host, port, previous=call.sdp)
-            body = sdp.to_bytes()
-        dialog.refresh_target(request)
-        self.respond(
-            tx,
-            200,
-            headers=[("Contact", call.contact), ("Allow", ALLOW), ("Supported", "")],
-            body=body,
-            content_type="application/sdp",
-        )
-
-    def _info(self, call: Call | None, request: Request, tx: Transaction) -> None:
-        ctype = request.content_type
-        if not request.body:
-            self.respond(tx, 200)  # an empty INFO is a keep-alive for some PBXes
-            return
-        if ctype is None or ctype.mime not in _DTMF_INFO_TYPES:
-            self.respond(tx, 415, headers=[("Accept", "application/dtmf-relay, application/dtmf")])
-            return
-        digit, duration = _parse_dtmf_info(ctype.mime, request.body)
-        if digit is None:
-            self.respond(tx, 400, headers=[("Warning", '399 sipua "no DTMF signal in the body"')])
-            return
-        self.respond(tx, 200)
-        if call is not None:
-            deliver = getattr(call.media, "dtmf", None)
-            if deliver is not None:
-                deliver(digit, duration, "sip-info")  # to the media application too
-            self.bus.publish(
-                DtmfReceived(
-                    **self._event_fields(call), digit=digit, duration_ms=duration, source="sip-info"
-                )
-            )
 
     # -- media events --------------------------------------------------------------------
 
@@ -873,25 +796,3 @@ def _is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _parse_dtmf_info(mime: str, body: bytes) -> tuple[str | None, int]:
-    """``application/dtmf-relay`` (Signal=/Duration=) or ``application/dtmf`` (the digit alone)."""
-    text = body.decode("utf-8", "replace")
-    if mime == "application/dtmf":
-        digit = text.strip()[:1].upper()
-        return (digit if digit in _DTMF_DIGITS else None), 250
-    digit: str | None = None
-    duration = 250
-    for line in text.replace("\r", "\n").split("\n"):
-        name, _, value = line.partition("=")
-        name, value = name.strip().lower(), value.strip()
-        if name == "signal":
-            value = value.upper()
-            if value in _DTMF_DIGITS:
-                digit = value
-            elif value.isdigit() and 10 <= int(value) <= 11:
-                digit = "*#"[int(value) - 10]  # some PBXes send event codes
-        elif name == "duration" and value.isdigit():
-            duration = min(int(value), 60000)
-    return digit, duration

@@ -129,6 +129,8 @@ class ConnectionPool:
         self.client_ssl = client_ssl
         self.connect_timeout = connect_timeout
         self.admit_address = admit_address
+        #: ``(transport, addr)`` of a connection that could not be opened; set by the user agent.
+        self.on_connect_failed: Callable[[str, tuple[str, int]], None] | None = None
         self.connections: dict[tuple[str, tuple[str, int]], StreamConnection] = {}
         # The DNS name each address was reached under, for TLS (see name_server).
         self.server_names: dict[tuple[str, int], str] = {}
@@ -239,6 +241,10 @@ class ConnectionPool:
             self.counters["connect_failures"] += 1
             log.warning("could not connect %s to %s:%s: %s", transport, addr[0], addr[1], e)
             self._connecting.pop(key, None)
+            if self.on_connect_failed is not None:
+                # RFC 3261 §17.1.4, §18.4: the transaction layer hears of the failure at once,
+                # rather than waiting for Timer B or F.
+                self.on_connect_failed(transport, addr)
             return
         for data in self._connecting.pop(key, []):
             conn.write(data)

@@ -89,6 +89,7 @@ class UserAgent:
         self.uas = Uas(self, sessions, media, self.bus)
         self.trace = SipTrace(config.trace_calls, config.trace_messages)
         self.bus.subscribe(self.trace.on_call_event)  # which session each Call-ID belongs to
+        self.transports.pool.on_connect_failed = self._on_connect_failed
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when: float | None = None
@@ -221,6 +222,22 @@ class UserAgent:
             self.send_message(response, target)
         except Exception:  # noqa: BLE001 - the request is too broken to answer
             log.debug("could not answer malformed request from %s", peer, exc_info=True)
+
+    def _on_connect_failed(self, transport: str, addr: tuple[str, int]) -> None:
+        """A TCP/TLS connection could not be opened: every transaction waiting to send on it
+        fails now (RFC 3261 §17.1.4, §17.2.4), so an outbound call tries its next target."""
+        now = self.loop.time()
+        layer = self.layer
+        for tx in [*layer.client.values(), *layer.server.values()]:
+            peer = tx.context
+            if (
+                isinstance(peer, Peer)
+                and peer.transport == transport
+                and tuple(peer.addr) == tuple(addr)
+                and (peer.connection is None or not peer.connection.is_open)
+            ):
+                layer.transport_error(tx, now, f"could not connect to {addr[0]}:{addr[1]}")
+        self._drain()
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -8,6 +8,7 @@ retry) is checked on the wire.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from types import SimpleNamespace
 
@@ -364,3 +365,23 @@ async def test_a_failing_srv_target_passes_the_call_to_the_next_one(make_ua: Mak
             await other.request("INVITE", timeout=0.3)
     finally:
         stub.close()
+
+
+async def test_a_tcp_endpoint_that_refuses_the_connection_fails_over_at_once(
+    make_ua: MakeUa, pbxes
+):
+    h = await make_ua(tcp=True)
+    good = pbxes(h)
+    with socket.socket() as s:  # a loopback TCP port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    session = outbound(h, f"sip:x@127.0.0.1:{dead};transport=tcp", good.uri, timeout=20.0)
+    started = time.monotonic()
+    call = h.ua.uas.dialer.dial(session)
+    invite = await good.request("INVITE", timeout=5.0)
+    assert time.monotonic() - started < 3.0  # not the 20 s dial timeout, nor Timer B
+    assert h.ua.transports.pool.counters["connect_failures"] == 1
+    await good.accept(invite)
+    await h.wait_event(CallConnected)
+    await asyncio.wait_for(_until(lambda: len(call.dialing.tried) == 2), 3.0)
+    assert [t["reason"] for t in call.dialing.tried] == ["transport-error", "connected"]

@@ -75,6 +75,7 @@ class Transaction:
         "merge_key",
         "user_data",
         "layer_owned",
+        "created",
     )
 
     def __init__(
@@ -97,6 +98,7 @@ class Transaction:
         self.ack_key: tuple | None = None
         self.merge_key: tuple | None = None
         self.user_data: Any = None  # free for the transaction user
+        self.created = 0.0  # when a server transaction's request arrived (RFC 4320 §4.1)
         # Answered by the layer itself (a merged request's 482, a CANCEL's 200/481):
         # the user never heard of it, so no event names it.
         self.layer_owned = False
@@ -236,6 +238,8 @@ class TransactionLayer:
             "stray_responses": 0,
             "timeouts": 0,
             "overloaded": 0,
+            "trying_withheld": 0,  # RFC 4320: an early 100 to a non-INVITE over UDP
+            "408_withheld": 0,  # RFC 4320: never a 408 to a non-INVITE
         }
 
     # -- pulled output ---------------------------------------------------------
@@ -348,6 +352,7 @@ class TransactionLayer:
             return
         kind = Kind.INVITE_SERVER if method == "INVITE" else Kind.NON_INVITE_SERVER
         tx = self._new(kind, key, request, request.context, reliable)
+        tx.created = now
         # RFC 3261 §8.2.2.2: same From tag, Call-ID and CSeq as a request in
         # progress but another branch, and no To tag: the request was forked
         # and came back by another path.
@@ -457,7 +462,30 @@ class TransactionLayer:
             raise ValueError(
                 f"cannot send {status} in state {transaction.state.value} of {transaction!r}"
             )
+        if transaction.kind is Kind.NON_INVITE_SERVER and not self._rfc4320_allows(
+            transaction, status, now
+        ):
+            return False
         self._input(transaction, event, response, now)
+        return True
+
+    def _rfc4320_allows(self, tx: Transaction, status: int, now: float) -> bool:
+        """RFC 4320 §4.1–4.2 for responses to non-INVITE requests.
+
+        Only 100 may be provisional, and over an unreliable transport not before the client's
+        Timer E has reached T2 (an early 100 would make it stop retransmitting and then give
+        up at Timer F all the same); no 408 ever: an element that cannot answer in time sends
+        no final response at all, and the transaction ends unanswered.
+        """
+        if 100 < status < 200:
+            raise ValueError(f"RFC 4320 §4.1: no {status} to a non-INVITE request")
+        if status == 100 and not tx.reliable and now - tx.created < self.timers.t2:
+            self.counters["trying_withheld"] += 1
+            return False
+        if status == 408:
+            self.counters["408_withheld"] += 1
+            self.terminate(tx)
+            return False
         return True
 
     def send_deferred_trying(self, now: float) -> None:

@@ -834,25 +834,28 @@ def test_nist_trying_proceeding_completed_timer_j(timers, reliable, expected_j):
     tx = received.transaction
     assert tx.kind is Kind.NON_INVITE_SERVER and tx.state is State.TRYING
     peer.send("uas", bye)  # Trying: absorbed, nothing to resend
-    net.run(until=1.0)
+    # RFC 4320 §4.1: over UDP no 100 before T2 (the client's Timer E would stop short).
+    at = 1.0 if reliable else max(1.0, timers.t2)
+    net.run(until=at)
     assert peer.inbox == []
     uas.layer.respond(tx, make_response(tx.request, 100), net.now)
     assert tx.state is State.PROCEEDING
-    net.run(until=1.5)
+    net.run(until=at + 0.5)
     peer.send("uas", bye)  # Proceeding: the provisional again
-    net.run(until=2.0)
+    net.run(until=at + 1.0)
     uas.layer.respond(tx, make_response(tx.request, 200), net.now)
     assert tx.state is State.COMPLETED
+    done = at + 1.0
     if expected_j:
-        net.run(until=2.5)
+        net.run(until=done + 0.5)
         peer.send("uas", bye)  # Completed: the final again
-        net.run(until=2.0 + expected_j - 0.125)
+        net.run(until=done + expected_j - 0.125)
         assert tx.state is State.COMPLETED
-    net.run(until=2.0 + expected_j)  # Timer J
+    net.run(until=done + expected_j)  # Timer J
     assert tx.state is State.TERMINATED
-    expected = [("100/BYE", 1.0), ("100/BYE", 1.5), ("200/BYE", 2.0)]
+    expected = [("100/BYE", at), ("100/BYE", at + 0.5), ("200/BYE", done)]
     if expected_j:
-        expected.append(("200/BYE", 2.5))
+        expected.append(("200/BYE", done + 0.5))
     assert [(p.label, p.sent_at) for p in uas.sent()] == expected
     assert len(uas.events_of(RequestReceived)) == 1
     assert_empty(uas)
@@ -874,7 +877,7 @@ def test_nist_completed_transport_error_is_reported():
 
 
 def test_nist_proceeding_transport_error_is_reported():
-    net, uas, peer = server()
+    net, uas, peer = server(reliable=True)  # a 100 at once (over UDP it waits for T2)
     peer.send("uas", request("OPTIONS"))
     net.run(until=0.0)
     tx = uas.events_of(RequestReceived)[0].transaction
@@ -1629,3 +1632,38 @@ def test_any_sequence_of_inputs_keeps_the_layer_consistent(inputs, reliable):
         drain()
     assert len(layer) == 0 and layer.next_timer() is None
     assert layer._awaiting_ack == {} and layer._merge == {}
+
+
+# -- RFC 4320: responses to non-INVITE requests ---------------------------------------------------
+
+
+def test_rfc4320_no_early_100_no_other_provisional_and_no_408():
+    timers = TimerConfig()
+    net, uas, peer = server(timers, reliable=False)
+    peer.send("uas", request("BYE", to_tag="uas-tag"))
+    net.run(until=0.1)
+    (received,) = uas.events_of(RequestReceived)
+    tx = received.transaction
+    # A 100 before T2 over UDP is withheld (counted), and the transaction stays in Trying.
+    assert uas.layer.respond(tx, make_response(tx.request, 100), net.now) is False
+    assert tx.state is State.TRYING and uas.layer.counters["trying_withheld"] == 1
+    with pytest.raises(ValueError, match="RFC 4320"):
+        uas.layer.respond(tx, make_response(tx.request, 180), net.now)
+    net.run(until=timers.t2)
+    assert uas.layer.respond(tx, make_response(tx.request, 100), net.now) is True
+    assert tx.state is State.PROCEEDING
+    # A 408 is never sent: the transaction ends unanswered and the client's Timer F decides.
+    assert uas.layer.respond(tx, make_response(tx.request, 408), net.now) is False
+    assert tx.state is State.TERMINATED and uas.layer.counters["408_withheld"] == 1
+    net.run(until=timers.t2 + 1.0)
+    assert [p.label for p in uas.sent()] == ["100/BYE"]
+
+
+def test_rfc4320_a_100_over_a_reliable_transport_goes_at_once():
+    net, uas, peer = server(TimerConfig(), reliable=True)
+    peer.send("uas", request("OPTIONS"))
+    net.run(until=0.1)
+    (received,) = uas.events_of(RequestReceived)
+    assert uas.layer.respond(received.transaction, make_response(received.request, 100), net.now)
+    net.run(until=0.2)
+    assert [p.label for p in uas.sent()] == ["100/OPTIONS"]

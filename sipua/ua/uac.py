@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import ipaddress
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,7 +35,13 @@ from sipua.sip.sdp import SdpError
 from sipua.sip.transaction import Transaction
 from sipua.sip.uri import SipUri, parse_uri
 from sipua.transport.peer import Peer
-from sipua.transport.resolver import Target, default_transport, locate, uri_transport
+from sipua.transport.resolver import (
+    Target,
+    default_transport,
+    locate,
+    numeric_host,
+    uri_transport,
+)
 from sipua.transport.routing import DEFAULT_PORTS
 
 from .call import Call, CallState
@@ -545,9 +550,7 @@ def _target_of(dialog: Dialog, fallback: Peer) -> Peer:
     transport the INVITE used; else where the INVITE went."""
     hop = dialog.next_hop()
     if isinstance(hop, SipUri):
-        try:
-            ipaddress.ip_address(hop.host_bare)
-        except ValueError:
+        if not numeric_host(hop.host_bare):
             return fallback
         return Peer(
             fallback.transport, (hop.host_bare, hop.port or DEFAULT_PORTS[fallback.transport])

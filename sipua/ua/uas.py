@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import ipaddress
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -46,6 +45,7 @@ from sipua.sip.transaction import (
 from sipua.sip.uri import SipUri, target_user
 from sipua.transport.manager import UDP_REQUEST_LIMIT
 from sipua.transport.peer import Peer
+from sipua.transport.resolver import numeric_host
 from sipua.transport.routing import DEFAULT_PORTS
 
 from .call import Call, CallState
@@ -655,7 +655,7 @@ class Uas:
         conn = call.peer.connection
         if transport == call.transport and conn is not None and conn.is_open:
             return Peer(transport, conn.remote, conn)
-        if host is not None and _is_ip(host):
+        if host is not None and numeric_host(host):
             return Peer(transport, (host, port or DEFAULT_PORTS[transport]))
         return Peer(transport, call.peer.source)
 
@@ -788,11 +788,3 @@ def _wants_sips(request: Request) -> bool:
         return False
     first = hops[0].uri
     return isinstance(first, SipUri) and first.secure
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True

@@ -26,6 +26,7 @@ from sipua.service.config import Settings
 from sipua.service.credentials_api import credentials_router
 from sipua.service.events_api import events_router, metrics_router
 from sipua.service.models import (
+    DialResponse,
     SessionCreate,
     SessionPage,
     SessionResponse,
@@ -38,6 +39,7 @@ from sipua.service.store import StoreError
 from sipua.service.streams import install_streams
 from sipua.service.trace_api import trace_router
 from sipua.ua.transfer import InvalidTransferTarget, ParticipantNotFound, TransferError
+from sipua.ua.uac import session_endpoints
 
 __all__ = ["CallInfo", "create_app"]
 
@@ -359,6 +361,43 @@ def create_app(
             raise HTTPException(503, "the REFER could not be sent (session.transfer.failed)")
         return TransferResponse(
             session_id=session_id, participant_id=participant_id, target=body.target
+        )
+
+    @router.post(
+        "/sessions/{session_id}/dial",
+        status_code=202,
+        response_model=DialResponse,
+        summary="Call the session's PBX (again)",
+        description="Places an outbound call to the session's `provider.sip_uri` and "
+        "`endpoints`, as session creation does; use it to call again after a failed or ended "
+        "call. The outcome arrives as `session.provider.connecting`, `.connected` or "
+        "`.failed` events.",
+        responses={
+            404: {"model": ErrorMessage, "description": "No such session"},
+            409: {
+                "model": ErrorMessage,
+                "description": "The session has ended, names nothing to call, or is full",
+            },
+            503: {"model": ErrorMessage, "description": "No SIP user agent in this process"},
+        },
+    )
+    async def dial_session(session_id: SessionId) -> DialResponse:
+        session = sessions.get(session_id)
+        if session is None:
+            raise HTTPException(404, _NOT_FOUND)
+        if session.status is SessionStatus.ENDED:
+            raise HTTPException(409, "the session has ended")
+        dialer = getattr(calls, "dialer", None)
+        if dialer is None:
+            raise HTTPException(503, "no SIP user agent in this process")
+        endpoints = session_endpoints(session)
+        if not endpoints:
+            raise HTTPException(409, "the session's provider names no sip_uri or endpoints")
+        if calls_of(session_id) >= settings.sip.max_calls_per_session:
+            raise HTTPException(409, "the session has max_calls_per_session calls already")
+        call = dialer.dial(session)
+        return DialResponse(
+            session_id=session_id, participant_id=call.id, endpoints=[e.uri for e in endpoints]
         )
 
     app.include_router(router)

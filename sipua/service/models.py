@@ -52,6 +52,7 @@ __all__ = [
     "SessionStatus",
     "SipAddresses",
     "SipEndpoint",
+    "DialResponse",
     "SipProvider",
     "SrtpOptions",
     "SrtpPolicy",
@@ -711,6 +712,15 @@ class TransferResponse(BaseModel):
         "requested",
         description="The REFER was sent; session.transfer.accepted, .completed or .failed follow.",
     )
+
+
+class DialResponse(BaseModel):
+    """An outbound call that was started: its progress arrives as session.provider.* events."""
+
+    session_id: str
+    participant_id: str
+    endpoints: list[str] = Field(description="The URIs sipua will try, in this order.")
+    status: Literal["dialing"] = "dialing"
 
 
 class SessionPage(BaseModel):

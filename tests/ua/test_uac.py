@@ -12,10 +12,16 @@ import socket
 import time
 from types import SimpleNamespace
 
+import httpx
 import pytest
 from integration.sipclient import AsyncUdpClient, SipMessage, build_response, new_token, sdp_offer
 from transport.test_resolver import start_stub_dns
 
+from sipua.service.api import create_app
+from sipua.service.config import load_settings
+from sipua.service.models import SessionCreate
+from sipua.service.sessions import SessionService
+from sipua.service.store import MemorySessionRepository
 from sipua.sip.auth import AuthOutcome, DigestServer, HA1Table
 from sipua.ua.events import CallConnected, CallConnecting, CallDisconnected, CallFailed
 from sipua.ua.uac import Endpoint, session_endpoints
@@ -385,3 +391,40 @@ async def test_a_tcp_endpoint_that_refuses_the_connection_fails_over_at_once(
     await h.wait_event(CallConnected)
     await asyncio.wait_for(_until(lambda: len(call.dialing.tried) == 2), 3.0)
     assert [t["reason"] for t in call.dialing.tried] == ["transport-error", "connected"]
+
+
+async def test_the_dial_route_calls_the_sessions_pbx_again(make_ua: MakeUa, pbxes, tmp_path):
+    h = await make_ua()
+    pbx = pbxes(h)
+    settings = load_settings(None, data_dir=tmp_path, public_host="sip.example.test")
+    service = SessionService(MemorySessionRepository(), settings)
+    outbound_session = service.create(
+        SessionCreate.model_validate(
+            {
+                "mode": "ai_agent",
+                "provider": {"type": "sip", "transport": "udp", "sip_uri": pbx.uri},
+            }
+        )
+    )
+    inbound_session = service.create(SessionCreate.model_validate({"mode": "ai_agent"}))
+    h.sessions.by_id[outbound_session.id] = outbound_session
+    app = create_app(settings, service, h.ua.uas, api_key="k" * 32)
+    auth = {"Authorization": "Bearer " + "k" * 32}
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as api:
+        r = await api.post(f"/v1/sessions/{outbound_session.id}/dial", headers=auth)
+        assert r.status_code == 202, r.text
+        assert r.json()["endpoints"] == [pbx.uri] and r.json()["status"] == "dialing"
+        invite = await pbx.request("INVITE")
+        assert f"session_{outbound_session.id}@" in invite["from"]
+        await pbx.accept(invite)
+        await pbx.request("ACK")
+        connected = await h.wait_event(CallConnected)
+        assert connected.leg_id == r.json()["participant_id"]
+        r = await api.post(f"/v1/sessions/{inbound_session.id}/dial", headers=auth)
+        assert r.status_code == 409 and "names no sip_uri" in r.json()["detail"]
+        r = await api.post("/v1/sessions/sess_00000000000000000000000000/dial", headers=auth)
+        assert r.status_code == 404
+        await service.end(outbound_session.id)
+        r = await api.post(f"/v1/sessions/{outbound_session.id}/dial", headers=auth)
+        assert r.status_code == 409 and "ended" in r.json()["detail"]

@@ -16,9 +16,9 @@ import random
 import socket
 from dataclasses import dataclass, field
 
-logger = logging.getLogger(__name__)
+from sipua.socket_buffers import RECEIVE_BUFFER, enlarge_receive_buffer
 
-RECEIVE_BUFFER = 4 * 1024 * 1024  # DESIGN.md §4: bursts drop packets long before CPU runs out
+logger = logging.getLogger(__name__)
 
 
 class PortsExhausted(OSError):
@@ -31,28 +31,6 @@ def _family_of(host: str) -> socket.AddressFamily:
     except ValueError as exc:
         raise ValueError(f"media host must be an IP literal, not {host!r}") from exc
     return socket.AF_INET6 if address.version == 6 else socket.AF_INET
-
-
-def enlarge_receive_buffer(sock: socket.socket, size: int = RECEIVE_BUFFER) -> int:
-    """Ask for a ``size`` receive buffer; return what the kernel granted.
-
-    Linux caps SO_RCVBUF at net.core.rmem_max; SO_RCVBUFFORCE goes past it when
-    we have CAP_NET_ADMIN. Either may be refused, which is not an error.
-    """
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
-    except OSError:
-        pass
-    # Linux reports twice the requested value (bookkeeping overhead included).
-    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-    force = getattr(socket, "SO_RCVBUFFORCE", None)
-    if granted < size and force is not None:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, force, size)
-            granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-        except OSError:
-            pass
-    return granted
 
 
 @dataclass(eq=False)

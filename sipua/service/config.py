@@ -107,7 +107,9 @@ class SipSettings(_Section):
     transports: Annotated[list[Transport], NoDecode] = Field(
         default_factory=lambda: list(_DEFAULT_TRANSPORTS), min_length=1
     )
-    ipv6: bool = Field(False, description="Also listen on '::'.")
+    ipv6: bool = Field(
+        False, description="Also listen on IPv6: '::', or '::1' when host is IPv4 loopback."
+    )
     t1: float = Field(0.5, gt=0, le=60, description="RTT estimate, seconds.")
     t2: float = Field(4.0, gt=0, le=600, description="Maximum retransmit interval, seconds.")
     t4: float = Field(5.0, gt=0, le=600, description="Maximum time a message lingers, seconds.")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from sipua.sip.framer import MalformedMessage
 from sipua.sip.message import Request, Response
+from sipua.socket_buffers import enlarge_receive_buffer
 
 from .peer import Peer
 from .stream import ConnectionPool, StreamConnection
@@ -83,7 +84,8 @@ class TransportManager:
         cfg = self.config
         hosts = [cfg.host]
         if cfg.also_ipv6 and ":" not in cfg.host:
-            hosts.append("::")
+            # The IPv6 twin of the IPv4 address: loopback stays loopback, any address stays any.
+            hosts.append("::1" if cfg.host.startswith("127.") else "::")
         loop = asyncio.get_running_loop()
         try:
             for host in hosts:
@@ -134,6 +136,7 @@ class TransportManager:
                 reuse_address=True,
                 backlog=1024,
                 ssl_handshake_timeout=10.0 if ctx else None,
+                start_serving=False,
             )
         except OSError as e:
             if port != 0 and name == "tcp":
@@ -143,6 +146,12 @@ class TransportManager:
                 ) from e
             raise
         self.servers.append(server)
+        # DESIGN.md §4: the same large receive buffer as UDP. Set before listen() (which
+        # start_serving() does), so the window offered in every SYN-ACK may use it;
+        # accepted connections inherit it.
+        for sock in server.sockets:
+            enlarge_receive_buffer(sock)
+        await server.start_serving()
         return server
 
     # -- our addresses ----------------------------------------------------------

@@ -17,6 +17,7 @@ from sipua.sip.framer import (
     StreamFramer,
 )
 from sipua.sip.message import Request, Response
+from sipua.socket_buffers import enlarge_receive_buffer
 
 from .peer import Peer
 
@@ -55,6 +56,11 @@ class StreamConnection(asyncio.Protocol):
         if not self.pool.admit(self):
             transport.abort()
             return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # Accepted connections inherit the listener's buffer on Linux; outbound ones
+            # (and other kernels) are asked here.
+            enlarge_receive_buffer(sock)
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = time.monotonic()

@@ -7,28 +7,20 @@ import logging
 import socket
 from collections.abc import Callable
 
+from sipua.socket_buffers import RECEIVE_BUFFER, enlarge_receive_buffer
+
 from .peer import Peer
 
 log = logging.getLogger(__name__)
 
-RECEIVE_BUFFER = 4 * 1024 * 1024
-
 
 def enlarge_buffers(sock: socket.socket, size: int = RECEIVE_BUFFER) -> int:
-    """Ask for ``size`` octets of receive and send buffer; return what the kernel granted."""
-    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, opt, size)
-        except OSError:
-            pass
-        if hasattr(socket, "SO_RCVBUFFORCE") and opt == socket.SO_RCVBUF:
-            # Root may exceed net.core.rmem_max.
-            try:
-                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) < size:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUFFORCE, size)
-            except OSError:
-                pass
-    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    """Ask for ``size`` octets of receive and send buffer; return the receive buffer granted."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+    except OSError:
+        pass
+    return enlarge_receive_buffer(sock, size)
 
 
 class UdpListener(asyncio.DatagramProtocol):

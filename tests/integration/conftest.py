@@ -29,7 +29,8 @@ def _isolated_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[StartService]:
-    """``serve(*flags, env={...}, data_dir=...)`` starts a service; all are stopped afterwards."""
+    """``serve(*flags, env={...}, data_dir=..., api_key=None)`` starts a service (``api_key=None``:
+    without SIPUA_API_KEY); all are stopped afterwards."""
     yield from serving(tmp_path)
 
 

@@ -20,6 +20,9 @@ import pytest
 
 READY_TIMEOUT = 30.0
 
+# The API key services are started with unless a test asks for none (``api_key=None``).
+TEST_API_KEY = "test-key-0123456789abcdef"
+
 # What a clean run of sipua serve never logs: a traceback, or an ERROR/CRITICAL line (text or JSON).
 FAULT = re.compile(
     r"Traceback \(most recent call last\)|^\S+ \S+ (ERROR|CRITICAL) |\"level\": \"(error|critical)\"",
@@ -42,9 +45,10 @@ class Service:
     proc: subprocess.Popen
     data_dir: Path
     ports: dict
-    api_key: str
+    api_key: str  # "" when started without SIPUA_API_KEY: the key is the service's own
     stderr_path: Path
     env: dict = field(default_factory=dict)
+    stderr_offset: int = 0  # where this run's stderr starts in ``stderr_path``
 
     @property
     def http(self) -> str:
@@ -66,6 +70,12 @@ class Service:
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
 
+    def this_run_stderr(self) -> str:
+        """What this process wrote (a restart on the same data dir appends to the same file)."""
+        with open(self.stderr_path, "rb") as f:
+            f.seek(self.stderr_offset)
+            return f.read().decode(errors="replace")
+
     def stop(self, timeout: float = 15.0) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -79,13 +89,20 @@ class Service:
         return self.proc.returncode
 
 
-def start_service(data_dir: Path, *extra: str, env: dict | None = None) -> Service:
-    """Run ``sipua serve`` bound to 127.0.0.1 with ephemeral ports; wait for its ready line."""
+def start_service(
+    data_dir: Path, *extra: str, env: dict | None = None, api_key: str | None = TEST_API_KEY
+) -> Service:
+    """Run ``sipua serve`` bound to 127.0.0.1 with ephemeral ports; wait for its ready line.
+
+    ``api_key=None`` leaves SIPUA_API_KEY unset, so the service reads (or generates and
+    prints) ``<data_dir>/api_key``, and ``Service.api_key`` is "" (the test reads the key).
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
     stderr_path = data_dir / "serve.stderr"
     # The developer's own SIPUA_* settings must not leak into the service under test.
     inherited = {k: v for k, v in os.environ.items() if not k.upper().startswith("SIPUA_")}
-    full_env = {**inherited, "SIPUA_API_KEY": "test-key-0123456789abcdef", **(env or {})}
+    configured = {} if api_key is None else {"SIPUA_API_KEY": api_key}
+    full_env = {**inherited, **configured, **(env or {})}
     cmd = [
         sys.executable,
         "-m",
@@ -143,7 +160,13 @@ def _start(cmd: list[str], data_dir: Path, stderr_path: Path, full_env: dict) ->
             continue
         if msg.get("event") == "ready":
             return Service(
-                proc, data_dir, msg["ports"], full_env["SIPUA_API_KEY"], stderr_path, full_env
+                proc,
+                data_dir,
+                msg["ports"],
+                full_env.get("SIPUA_API_KEY", ""),
+                stderr_path,
+                full_env,
+                offset,
             )
     proc.kill()
     code = proc.wait(5)
@@ -212,8 +235,15 @@ def serving(tmp_path: Path) -> Iterator[StartService]:
     """The body of the ``serve`` fixtures: every service started is stopped, then its stderr checked."""
     started: list[Service] = []
 
-    def start(*flags: str, env: dict | None = None, data_dir: Path | None = None) -> Service:
-        svc = start_service(data_dir or tmp_path / f"data{len(started)}", *flags, env=env)
+    def start(
+        *flags: str,
+        env: dict | None = None,
+        data_dir: Path | None = None,
+        api_key: str | None = TEST_API_KEY,
+    ) -> Service:
+        svc = start_service(
+            data_dir or tmp_path / f"data{len(started)}", *flags, env=env, api_key=api_key
+        )
         started.append(svc)
         return svc
 

@@ -247,20 +247,20 @@ def test_invite_200_ack_bye(net, alice, bob):
 
 def test_from_and_to_keep_their_tags_and_text(net, alice, bob):
     invite, uac, uas = establish(net, alice, bob)
-    bye, _ = alice.send_in_dialog(uac, "INFO")
-    assert bye.get("from") == f'"Alice" <sip:alice@192.0.2.1>;tag={invite.from_.tag}'
-    assert bye.get("to") == f"<sip:bob@192.0.2.2>;tag={uas.local_tag}"
+    from_alice, _ = alice.send_in_dialog(uac, "INFO")
+    assert from_alice.get("from") == f'"Alice" <sip:alice@192.0.2.1>;tag={invite.from_.tag}'
+    assert from_alice.get("to") == f"<sip:bob@192.0.2.2>;tag={uas.local_tag}"
     net.run_for(1.0)
-    notify, _ = bob.send_in_dialog(uas, "INFO")
+    from_bob, _ = bob.send_in_dialog(uas, "INFO")
     # The UAS writes From from the INVITE's To and To from its From, tags swapped.
-    assert notify.get("from") == f"<sip:bob@192.0.2.2>;tag={uas.local_tag}"
-    assert notify.get("to") == f'"Alice" <sip:alice@192.0.2.1>;tag={invite.from_.tag}'
-    assert notify.call_id == invite.call_id
+    assert from_bob.get("from") == f"<sip:bob@192.0.2.2>;tag={uas.local_tag}"
+    assert from_bob.get("to") == f'"Alice" <sip:alice@192.0.2.1>;tag={invite.from_.tag}'
+    assert from_bob.call_id == invite.call_id
     net.run_for(1.0)
     assert [r.status for r in received(bob, "200/INFO")] == [200]
     # Bob's first request in the dialog starts his own CSeq space (§12.1.1: empty).
-    assert 1 <= notify.cseq.seq < 2**31
-    assert uac.remote_seq == notify.cseq.seq
+    assert 1 <= from_bob.cseq.seq < 2**31
+    assert uac.remote_seq == from_bob.cseq.seq
 
 
 def test_bye_from_the_uas_goes_to_the_callers_contact(net, alice, bob):
@@ -302,8 +302,8 @@ def test_reinvite_increments_cseq_refreshes_targets_and_carries_new_sdp(net, ali
     assert [e.transaction is not None for e in bob.node.events_of(AckReceived)] == [True, True]
     bye, _ = bob.send_in_dialog(uas, "BYE")
     assert str(bye.uri) == "sip:alice@198.51.100.7:5070"
-    bye2, _ = alice.send_in_dialog(uac, "INFO")
-    assert bye2.cseq.seq == 3
+    info, _ = alice.send_in_dialog(uac, "INFO")
+    assert info.cseq.seq == 3
 
 
 # -- CSeq order and unknown dialogs ---------------------------------------------------------
@@ -437,9 +437,9 @@ def test_record_route_gives_route_sets_uas_in_order_uac_reversed(net, alice, bob
     assert uas.route_set == [RR_NEAR_BOB, RR_NEAR_ALICE]
     assert uac.route_set == [RR_NEAR_ALICE, RR_NEAR_BOB]
     # Loose routing: Route is the route set, the Request-URI the remote target.
-    bye, _ = alice.send_in_dialog(uac, "INFO")
-    assert bye.get_all("route") == [RR_NEAR_ALICE, RR_NEAR_BOB]
-    assert str(bye.uri) == "sip:bob@192.0.2.2:5060"
+    info, _ = alice.send_in_dialog(uac, "INFO")
+    assert info.get_all("route") == [RR_NEAR_ALICE, RR_NEAR_BOB]
+    assert str(info.uri) == "sip:bob@192.0.2.2:5060"
     req, _ = bob.send_in_dialog(uas, "INFO")
     assert req.get_all("route") == [RR_NEAR_BOB, RR_NEAR_ALICE]
     assert str(req.uri) == "sip:alice@192.0.2.1:5060"
@@ -514,6 +514,59 @@ def test_next_hop_is_the_first_route_else_the_remote_target():
     ).next_hop()
     assert isinstance(hop, SipUri)
     assert (hop.host, hop.port, hop.transport) == ("p1.example.com", 5080, "tcp")
+
+
+# -- REFER and NOTIFY in the dialog (RFC 3515, RFC 6665) ----------------------------------------
+
+
+def test_refer_and_notify_in_the_dialog(net, alice, bob):
+    alice.record_route = [RR_NEAR_BOB, RR_NEAR_ALICE]
+    invite, uac, uas = establish(net, alice, bob)
+    assert uas.local_contact == bob.contact and uac.local_contact == alice.contact
+
+    # Bob transfers Alice. RFC 3515 §2: a REFER "MUST contain a single Contact header field
+    # value", and in a dialog it "MUST follow the Route/Record-Route logic of that dialog".
+    refer, _ = bob.send_in_dialog(uas, "REFER", headers=[("Refer-To", "<sip:carol@192.0.2.3>")])
+    assert str(refer.uri) == "sip:alice@192.0.2.1:5060"  # the remote target
+    assert refer.get_all("route") == [RR_NEAR_BOB, RR_NEAR_ALICE]
+    assert refer.get_all("contact") == [bob.contact]
+    assert refer.get("refer-to") == "<sip:carol@192.0.2.3>"
+    assert refer.cseq.method == "REFER" and 1 <= refer.cseq.seq < 2**31
+    assert (refer.from_.tag, refer.to.tag) == (uas.local_tag, uac.local_tag)
+    net.run_for(1.0)
+    assert [r.status for r in received(bob, "200/REFER")] == [200]
+    assert uac.remote_seq == refer.cseq.seq
+
+    # Alice reports on the referred call with NOTIFY (RFC 3515 §2.4.4). NOTIFY is a target
+    # refresh request (RFC 6665 §3.2), so it carries her Contact as well.
+    notifies = []
+    for status in (b"100 Trying", b"200 OK"):
+        notify, _ = alice.send_in_dialog(
+            uac,
+            "NOTIFY",
+            headers=[("Event", "refer"), ("Subscription-State", "active;expires=60")],
+            body=b"SIP/2.0 " + status + b"\r\n",
+            content_type="message/sipfrag",
+        )
+        notifies.append(notify)
+    for notify in notifies:
+        assert str(notify.uri) == "sip:bob@192.0.2.2:5060"
+        assert notify.get_all("route") == [RR_NEAR_ALICE, RR_NEAR_BOB]
+        assert notify.get_all("contact") == [alice.contact]
+        assert notify.get("event") == "refer"
+    # Alice's CSeq space goes on from her INVITE's 1, one number per request.
+    assert [(n.cseq.seq, n.cseq.method) for n in notifies] == [(2, "NOTIFY"), (3, "NOTIFY")]
+    net.run_for(1.0)
+    assert [r.status for r in received(alice, "200/NOTIFY")] == [200, 200]
+    assert uas.remote_seq == 3
+    at_bob = [
+        e.request for e in bob.node.events_of(RequestReceived) if e.request.method == "NOTIFY"
+    ]
+    assert [r.body for r in at_bob] == [b"SIP/2.0 100 Trying\r\n", b"SIP/2.0 200 OK\r\n"]
+
+    # Bob's next request in the dialog takes the next number in his own space.
+    again, _ = bob.send_in_dialog(uas, "REFER", headers=[("Refer-To", "<sip:dave@192.0.2.4>")])
+    assert again.cseq.seq == refer.cseq.seq + 1
 
 
 # -- early dialogs ----------------------------------------------------------------------------

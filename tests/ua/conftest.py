@@ -89,19 +89,26 @@ MakeUa = Callable[..., Awaitable[Harness]]
 
 @pytest.fixture
 async def make_ua() -> AsyncIterator[MakeUa]:
-    """``await make_ua(t1=..., tcp=True, answer_delay=..., max_calls_per_session=...)``; stopped
-    afterwards. ``tcp`` adds a TCP listener (and so outbound TCP) to the UDP one."""
+    """``await make_ua(t1=..., tcp=True, ipv6=True, answer_delay=..., max_calls_per_session=...)``;
+    stopped afterwards. ``tcp`` adds a TCP listener (and so outbound TCP) to the UDP one;
+    ``ipv6`` listens on ``::`` as well (``ListenConfig.also_ipv6``, setting ``sip.ipv6``)."""
     started: list[Harness] = []
 
     async def make(
-        *, t1: float = 0.5, t2: float = 4.0, tcp: bool = False, **config: Any
+        *, t1: float = 0.5, t2: float = 4.0, tcp: bool = False, ipv6: bool = False, **config: Any
     ) -> Harness:
         sessions = FakeSessions()
         sessions.add("s1")
         bus = EventBus()
         ua = UserAgent(
             UaConfig(timers=TimerConfig(t1=t1, t2=t2), **config),
-            ListenConfig(host="127.0.0.1", udp_port=0, tcp_port=0 if tcp else None, tls_port=None),
+            ListenConfig(
+                host="127.0.0.1",
+                udp_port=0,
+                tcp_port=0 if tcp else None,
+                tls_port=None,
+                also_ipv6=ipv6,
+            ),
             sessions,
             HeldPortsBackend("127.0.0.1", "127.0.0.1", 30000, 39999),
             bus,

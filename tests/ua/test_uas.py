@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,8 +15,10 @@ import pytest
 from integration.sipclient import (
     AsyncUdpClient,
     SipMessage,
+    UacCall,
     build_request,
     build_response,
+    frame,
     new_branch,
     new_token,
     parse,
@@ -205,6 +209,24 @@ async def test_unknown_and_ended_sessions_get_404(ua: Harness) -> None:
     assert r.status == 404
 
 
+async def test_session_not_accepting_calls_gets_480_with_retry_after(ua: Harness) -> None:
+    paused = ua.sessions.add("paused", accepting_calls=False)
+    call = ua.client.new_call(ua.uri("session_paused"))
+    r = await ua.client.request(call.invite())
+    await ua.client.send(call.ack(r))
+    assert r.status == 480
+    retry_after = r.get("retry-after")
+    assert retry_after is not None and int(retry_after.split(";")[0]) > 0
+    assert r.to_tag
+    assert ua.ua.uas.active_calls("paused") == 0
+    assert ua.events == []  # refused before any call was started
+    # The same session is answered once it accepts calls again.
+    paused.accepting_calls = True
+    _, ok = await ua.connect("session_paused")
+    assert ok.status == 200
+    assert ua.ua.uas.active_calls("paused") == 1
+
+
 async def test_full_session_gets_480(make_ua: MakeUa) -> None:
     h = await make_ua(max_calls_per_session=1)
     call, _ = await h.connect()
@@ -364,6 +386,206 @@ async def test_response_goes_to_the_source_port_with_rport(ua: Harness) -> None:
                 assert r.via_param("rport") is None
     finally:
         elsewhere.close()
+
+
+def _options_to(host: str, port: int, transport: str, local: tuple[str, int]) -> bytes:
+    def hostport(h: str, p: int) -> str:
+        return f"[{h}]:{p}" if ":" in h else f"{h}:{p}"
+
+    return build_request(
+        "OPTIONS",
+        f"sip:ping@{hostport(host, port)}",
+        via=f"SIP/2.0/{transport.upper()} {hostport(*local)};branch={new_branch()};rport",
+        from_=f"<sip:tester@{hostport(*local)}>;tag={new_token()}",
+        to=f"<sip:ping@{hostport(host, port)}>",
+        call_id=new_token(),
+        cseq=1,
+    )
+
+
+async def _udp_options(host: str, port: int) -> tuple[SipMessage, tuple[str, int]]:
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.bind((host, 0))
+        sock.setblocking(False)
+        await loop.sock_sendto(
+            sock, _options_to(host, port, "udp", sock.getsockname()[:2]), (host, port)
+        )
+        data, source = await asyncio.wait_for(loop.sock_recvfrom(sock, 65535), 3.0)
+    return parse(data), source[:2]
+
+
+async def _tcp_options(host: str, port: int) -> SipMessage:
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 3.0)
+    try:
+        writer.write(_options_to(host, port, "tcp", writer.get_extra_info("sockname")[:2]))
+        await writer.drain()
+        buffer = bytearray()
+        while (data := frame(buffer)) is None:
+            chunk = await asyncio.wait_for(reader.read(65536), 3.0)
+            assert chunk, "the connection closed before a response"
+            buffer += chunk
+        return parse(data)
+    finally:
+        writer.close()
+
+
+async def test_ipv4_and_ipv6_together(make_ua: MakeUa) -> None:
+    # The machine must have IPv6 loopback: without it this test fails, it does not skip.
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError as e:
+        pytest.fail(f"::1 is not available on this machine ({e}); IPv6 loopback is required")
+    h = await make_ua(tcp=True, ipv6=True)
+    listening = h.ua.transports.listening
+    # A loopback IPv4 listener gets the loopback IPv6 twin, not every IPv6 interface.
+    assert [host for host, _ in listening.udp] == ["127.0.0.1", "::1"]
+    assert [host for host, _ in listening.tcp] == ["127.0.0.1", "::1"]
+    for i, host in enumerate(("127.0.0.1", "::1")):
+        udp_port, tcp_port = listening.udp[i][1], listening.tcp[i][1]
+        r, source = await _udp_options(host, udp_port)
+        assert r.status == 200, (host, r.start)
+        assert source == (host, udp_port)  # answered from the socket of the family asked
+        assert "invite" in r.tokens("allow")
+        r = await _tcp_options(host, tcp_port)
+        assert r.status == 200, (host, r.start)
+        assert r.top_via.startswith("SIP/2.0/TCP ")
+
+
+class _Peer:
+    """The far end of a call: UDP and TCP on one port of 127.0.0.1; what arrives is queued."""
+
+    def __init__(self) -> None:
+        self.arrived: asyncio.Queue[tuple[str, SipMessage | None]] = asyncio.Queue()
+        self.writers: list[asyncio.StreamWriter] = []
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._udp: asyncio.DatagramTransport | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        peer = self
+
+        class Datagrams(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: tuple) -> None:
+                peer.arrived.put_nowait(("udp", parse(data, addr[:2])))
+
+        for _ in range(20):  # a free TCP port whose UDP number is free too
+            server = await asyncio.start_server(self._on_connection, "127.0.0.1", 0)
+            port = server.sockets[0].getsockname()[1]
+            try:
+                self._udp, _ = await loop.create_datagram_endpoint(
+                    Datagrams, local_addr=("127.0.0.1", port)
+                )
+            except OSError:
+                server.close()
+                continue
+            self._server, self.port = server, port
+            return
+        pytest.fail("no port free for both UDP and TCP on 127.0.0.1")
+
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.writers.append(writer)
+        self.arrived.put_nowait(("tcp-connect", None))
+        buffer = bytearray()
+        try:
+            while chunk := await reader.read(65536):
+                buffer += chunk
+                while (data := frame(buffer)) is not None:
+                    self.arrived.put_nowait(("tcp", parse(data)))
+        except ConnectionError:
+            pass
+
+    async def next_message(self, timeout: float = 3.0) -> tuple[str, SipMessage]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            transport, message = await asyncio.wait_for(
+                self.arrived.get(), max(0.0, deadline - loop.time())
+            )
+            if message is not None:
+                return transport, message
+
+    async def close(self) -> None:
+        for writer in self.writers:
+            writer.close()
+        if self._udp is not None:
+            self._udp.close()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+@dataclass
+class _CallFrom(UacCall):
+    """A caller whose Contact (the dialog's remote target) is ``contact_uri``."""
+
+    contact_uri: str = ""
+
+    @property
+    def contact(self) -> str:
+        return f"<{self.contact_uri}>"
+
+
+async def _call_with_contact(h: Harness, contact_uri: str) -> _CallFrom:
+    call = _CallFrom(h.uri("session_s1"), "udp", h.client.local, contact_uri=contact_uri)
+    ok = await h.client.request(call.invite())
+    assert ok.status == 200, ok.start
+    await h.client.send(call.ack(ok))
+    await h.wait_event(CallConnected)
+    return call
+
+
+async def test_bye_follows_the_transport_parameter_of_the_remote_target(
+    make_ua: MakeUa,
+) -> None:
+    h = await make_ua(tcp=True)
+    peer = _Peer()
+    await peer.start()
+    try:
+        target = f"sip:peer@127.0.0.1:{peer.port};transport=tcp"
+        call = await _call_with_contact(h, target)  # the call itself came over UDP
+        await h.ua.uas.end_calls("s1")
+        transport, bye = await peer.next_message()
+        assert (transport, bye.method, bye.call_id) == ("tcp", "BYE", call.call_id)
+        assert bye.request_uri == target
+        assert bye.top_via.startswith("SIP/2.0/TCP ")
+        assert bye.to_tag == call.from_tag
+        peer.writers[0].write(build_response(bye, 200))
+        await peer.writers[0].drain()
+    finally:
+        await peer.close()
+
+
+async def test_bye_to_a_sips_target_without_tls_is_not_sent(
+    make_ua: MakeUa, caplog: pytest.LogCaptureFixture
+) -> None:
+    # RFC 3261 §26.2.2: a sips: hop is reached over TLS or not at all; with no TLS listener
+    # the BYE must not go out over UDP or TCP instead.
+    h = await make_ua(tcp=True)
+    peer = _Peer()
+    await peer.start()
+    try:
+        await _call_with_contact(h, f"sips:peer@127.0.0.1:{peer.port}")
+        assert len(h.ua.uas.dialogs) == 1
+        caplog.set_level(logging.WARNING, logger="sipua.ua.uas")
+        await h.ua.uas.end_calls("s1")
+        assert len(h.ua.uas.dialogs) == 0
+        event = await h.wait_event(CallDisconnected)
+        assert event.reason == "session-ended"
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert any("BYE not sent" in r.getMessage() for r in warnings), caplog.text
+        # Nothing arrives: not at the target's port (UDP or TCP), not at the caller's socket.
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(peer.arrived.get(), 0.5)
+        with pytest.raises(TimeoutError):
+            await h.client.recv_until(lambda m: m.is_request, timeout=0.2)
+    finally:
+        await peer.close()
 
 
 async def test_missing_ack_ends_with_bye(make_ua: MakeUa) -> None:

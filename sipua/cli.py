@@ -1,7 +1,7 @@
-"""The ``sipua`` command line: ``sipua serve`` and ``sipua check``.
+"""The ``sipua`` command line: ``sipua serve``, ``sipua check`` and ``sipua replay``.
 
 Each command is registered on ``app``: ``serve`` by :mod:`sipua.service.cli`,
-``check`` here. A new command is one more ``@app.command`` function or one more
+``check`` and ``replay`` here. A new command is one more ``@app.command`` function or one more
 ``register_*(app)`` call.
 """
 
@@ -184,6 +184,95 @@ def _capture_verdicts(path: str) -> list[tuple[str, Verdict, int | None]]:
         for i, verdict in enumerate(_stream_verdicts(s.data), 1):
             out.append((f"{path}#tcp {s.src}->{s.dst}#{i}", verdict, i))
     return out
+
+
+# -- sipua replay ---------------------------------------------------------------
+
+
+@app.command("replay")
+def replay_command(
+    capture: Annotated[
+        Path,
+        typer.Argument(
+            help="A capture (pcap, pcapng) of the call: SIP over UDP or TCP, and the "
+            "caller's RTP if it should be played.",
+            show_default=False,
+        ),
+    ],
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            help="HOST:PORT of the UAS to call (a sipua serve, or any SIP server).",
+            show_default=False,
+        ),
+    ],
+    uri: Annotated[
+        str | None,
+        typer.Option(
+            "--uri",
+            help="Request-URI to call, e.g. sip:session_<id>@127.0.0.1:5060. Default: the "
+            "captured one with its host:port replaced by --to.",
+        ),
+    ] = None,
+    transport: Annotated[
+        str | None,
+        typer.Option("--transport", help="udp or tcp. Default: as captured."),
+    ] = None,
+    max_seconds: Annotated[
+        float,
+        typer.Option("--max-seconds", help="Play at most this much of the captured RTP."),
+    ] = 30.0,
+    answer_timeout: Annotated[
+        float,
+        typer.Option(
+            "--answer-timeout",
+            help="Seconds to wait for a final response to the INVITE (then CANCEL). "
+            "Default: Timer B, 64*T1.",
+        ),
+    ] = 32.0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as one JSON object.")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Print every SIP message head to stderr.")
+    ] = False,
+) -> None:
+    """Replay the caller's side of the first INVITE dialog of a capture against a UAS.
+
+    The captured INVITE is sent again with the caller's SDP offer pointed at our own RTP
+    socket, fresh Via/From tag/Call-ID/Contact and the caller's other headers
+    (User-Agent, Supported, Allow, P-Asserted-Identity, X- …). On a 2xx the caller's RTP
+    from the capture is played with its captured timing to the address of the answer,
+    RTP coming back is counted, then BYE. A 3xx-6xx is ACKed and ends the replay.
+
+    Exit status: 0 when the call was answered and hung up cleanly, 1 when it failed
+    (rejected, no answer, BYE not answered 2xx), 2 on a usage error (unreadable file,
+    no INVITE in the capture, bad --to or --uri).
+    """
+    from sipua.replay import EXIT_USAGE as REPLAY_USAGE
+    from sipua.replay import ReplayUsageError, replay
+
+    log = (lambda text: typer.echo(text, err=True)) if verbose else None
+    try:
+        result = replay(
+            str(capture),
+            to,
+            uri=uri,
+            transport=transport.lower() if transport else None,
+            max_seconds=max_seconds,
+            answer_timeout=answer_timeout,
+            log=log,
+        )
+    except ReplayUsageError as e:
+        typer.echo(f"sipua replay: {e}", err=True)
+        raise typer.Exit(REPLAY_USAGE) from None
+    if as_json:
+        typer.echo(json.dumps(result.as_dict(), ensure_ascii=False))
+    else:
+        for line in result.text():
+            typer.echo(line)
+    raise typer.Exit(result.exit_code)
 
 
 def main() -> None:

@@ -1,8 +1,10 @@
-"""SIP messages out of a capture file (pcap or pcapng), for ``sipua check``.
+"""SIP messages out of a capture file (pcap or pcapng), for ``sipua check`` and ``sipua replay``.
 
 scapy reads the file. UDP payloads that start like a SIP message are datagrams; TCP
 payloads are put back in sequence order per direction and framed as a stream. RTP, RTCP,
-STUN and everything else is left out. TLS cannot be read without its keys and is skipped.
+STUN and everything else is left out, unless :func:`read_capture_with_media` is asked to
+keep the other UDP datagrams too (``sipua replay`` plays the caller's RTP from them). TLS
+cannot be read without its keys and is skipped.
 """
 
 from __future__ import annotations
@@ -42,15 +44,60 @@ class CapturedStream:
     dst: str
     first_frame: int
     data: bytes
+    # (offset in ``data``, frame) where each segment's octets begin, so that a message
+    # framed out of the stream can be put in capture order with the UDP datagrams.
+    segment_frames: tuple[tuple[int, int], ...] = ()
+
+    def frame_at(self, offset: int) -> int:
+        """The frame that carried the octet at ``offset`` of ``data``."""
+        frame = self.first_frame
+        for start, segment_frame in self.segment_frames:
+            if start > offset:
+                break
+            frame = segment_frame
+        return frame
+
+
+@dataclass(frozen=True, slots=True)
+class CapturedPacket:
+    """A UDP datagram that is not SIP (RTP, RTCP, STUN …), with its capture time in seconds."""
+
+    frame: int
+    time: float
+    src: str
+    dst: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Capture:
+    datagrams: list[CapturedDatagram]
+    streams: list[CapturedStream]
+    other_udp: list[CapturedPacket]
 
 
 def read_capture(path: str) -> tuple[list[CapturedDatagram], list[CapturedStream]]:
     """The SIP datagrams (UDP) and the SIP byte streams (TCP, one per direction) of a capture."""
+    capture = _scan(path, keep_udp=False)
+    return capture.datagrams, capture.streams
+
+
+def read_capture_with_media(path: str) -> Capture:
+    """As :func:`read_capture`, plus every other UDP datagram with its time.
+
+    One pass over the file: scapy reads a few thousand packets a second, and a replay
+    needs the SIP and the RTP of the same capture.
+    """
+    return _scan(path, keep_udp=True)
+
+
+def _scan(path: str, keep_udp: bool) -> Capture:
     from scapy.layers.inet import IP, TCP, UDP
     from scapy.layers.inet6 import IPv6
     from scapy.utils import PcapReader
 
     datagrams: list[CapturedDatagram] = []
+    other_udp: list[CapturedPacket] = []
     segments: dict[tuple[str, str], list[tuple[int, int, bytes]]] = {}
     fragments: dict[tuple, dict[int, bytes]] = {}  # IPv4 (src, dst, id, proto) -> offset: data
     with PcapReader(path) as reader:
@@ -82,9 +129,11 @@ def read_capture(path: str) -> tuple[list[CapturedDatagram], list[CapturedStream
             tcp = packet.getlayer(TCP)
             if udp is not None:
                 payload = bytes(udp.payload)
+                src, dst = f"{ip.src}:{udp.sport}", f"{ip.dst}:{udp.dport}"
                 if _looks_like_sip(payload):
-                    src, dst = f"{ip.src}:{udp.sport}", f"{ip.dst}:{udp.dport}"
                     datagrams.append(CapturedDatagram(frame, src, dst, payload))
+                elif keep_udp:
+                    other_udp.append(CapturedPacket(frame, float(packet.time), src, dst, payload))
             elif tcp is not None:
                 payload = bytes(tcp.payload)
                 if payload:
@@ -95,15 +144,18 @@ def read_capture(path: str) -> tuple[list[CapturedDatagram], list[CapturedStream
         parts.sort()
         data = bytearray()
         seen: set[int] = set()
-        for seq, _, payload in parts:
+        starts: list[tuple[int, int]] = []
+        for seq, frame, payload in parts:
             if seq in seen:
                 continue  # a retransmitted segment
             seen.add(seq)
+            starts.append((len(data), frame))
             data += payload
         if _looks_like_sip(bytes(data[:64])):
-            streams.append(CapturedStream(src, dst, min(p[1] for p in parts), bytes(data)))
+            first = min(p[1] for p in parts)
+            streams.append(CapturedStream(src, dst, first, bytes(data), tuple(starts)))
     streams.sort(key=lambda s: s.first_frame)
-    return datagrams, streams
+    return Capture(datagrams, streams, other_udp)
 
 
 def _reassemble(pieces: dict[int, bytes]) -> bytes | None:

@@ -3,9 +3,12 @@
 When a PBX says "your side hung up" or "we never got the 200", the operator reads the
 session's trace (``GET /v1/sessions/{id}/sip-trace``, JSON or pcap for Wireshark and
 sngrep) instead of asking for a capture. Memory is bounded: the newest ``max_calls``
-Call-IDs, ``max_messages`` messages each, each cut to ``max_bytes`` octets; the oldest
-call is forgotten first. Messages are kept as they went on the wire (the datagram or the
-framed stream message), so the trace shows what the peer saw.
+Call-IDs, ``max_messages`` messages each, each cut to ``max_bytes`` octets, and
+``max_total_bytes`` in all; the oldest call is forgotten first. Only an INVITE starts a new
+Call-ID's trace (every later message with that Call-ID is kept), so OPTIONS keep-alives and
+scanner floods, which never become calls, cannot push real calls out. Messages are kept as
+they went on the wire (the datagram or the framed stream message), so the trace shows what
+the peer saw.
 """
 
 from __future__ import annotations
@@ -40,11 +43,14 @@ class SipTrace:
         max_calls: int = 10000,
         max_messages: int = 200,
         max_bytes: int = 65535,
+        max_total_bytes: int = 64 * 1024 * 1024,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.max_calls = max_calls
         self.max_messages = max_messages
         self.max_bytes = max_bytes
+        self.max_total_bytes = max_total_bytes
+        self._total_bytes = 0
         self._clock = clock
         self._calls: OrderedDict[str, list[TracedMessage]] = OrderedDict()
         self._sessions: OrderedDict[str, dict[str, None]] = OrderedDict()  # session -> Call-IDs
@@ -61,20 +67,28 @@ class SipTrace:
         data: bytes,
         peer: Any,
         local: tuple[str, int] | None = None,
+        *,
+        opens: bool = True,
     ) -> None:
+        """Keep one message; ``opens`` says it may start a Call-ID's trace (an INVITE)."""
         if not call_id or self.max_calls <= 0:
             return
         calls = self._calls
         messages = calls.get(call_id)
         if messages is None:
+            if not opens:
+                return
             messages = calls[call_id] = []
             if len(calls) > self.max_calls:
-                calls.popitem(last=False)
+                self._forget_oldest()
         elif len(messages) >= self.max_messages:
             self.dropped += 1
             return
         if len(data) > self.max_bytes:
             data = data[: self.max_bytes]
+        self._total_bytes += len(data)
+        while self._total_bytes > self.max_total_bytes and len(calls) > 1:
+            self._forget_oldest()
         remote = getattr(peer, "addr", None) or ("", 0)
         if direction == "in":
             remote = getattr(peer, "source", None) or remote
@@ -89,6 +103,14 @@ class SipTrace:
                 data,
             )
         )
+
+    def _forget_oldest(self) -> None:
+        _, messages = self._calls.popitem(last=False)
+        self._total_bytes -= sum(len(m.data) for m in messages)
+
+    @property
+    def total_bytes(self) -> int:
+        return self._total_bytes
 
     def on_call_event(self, event: Any) -> None:
         """Event bus subscriber: every call event names its session and Call-ID."""

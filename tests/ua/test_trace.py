@@ -72,3 +72,33 @@ async def test_a_call_is_traced_in_order_both_ways(make_ua: MakeUa) -> None:
     assert [m.time for m in messages] == sorted(m.time for m in messages)
     # What went out is what the client received, octet for octet.
     assert parse(messages[2].data).to_tag == ok.to_tag
+
+
+def test_only_an_invite_opens_a_trace_and_the_total_is_bounded() -> None:
+    trace = SipTrace(max_total_bytes=1000)
+    trace.record("in", "keepalive", b"OPTIONS sip:x SIP/2.0\r\n", _peer(), opens=False)
+    assert len(trace) == 0  # a scanner's or a PBX's OPTIONS never pushes a call out
+    trace.record("in", "c1", b"INVITE sip:x SIP/2.0\r\n" + b"x" * 400, _peer(), opens=True)
+    trace.record("out", "c1", b"SIP/2.0 200 OK\r\n", _peer(), opens=False)  # same Call-ID: kept
+    assert [m.first_line for m in trace.messages(["c1"])] == [
+        "INVITE sip:x SIP/2.0",
+        "SIP/2.0 200 OK",
+    ]
+    for n in (2, 3):
+        trace.record("in", f"c{n}", b"INVITE sip:y SIP/2.0\r\n" + b"y" * 400, _peer())
+    # 3 x ~420 octets > 1000: the oldest call went, the newest stay.
+    assert trace.messages(["c1"]) == [] and len(trace) == 2
+    assert trace.total_bytes == sum(len(m.data) for m in trace.messages(["c2", "c3"]))
+    assert trace.total_bytes <= 1000
+
+
+async def test_out_of_dialog_options_are_not_traced(make_ua: MakeUa) -> None:
+    h = await make_ua()
+    r = await h.client.request(
+        b"OPTIONS sip:ping@127.0.0.1 SIP/2.0\r\n"
+        + f"Via: SIP/2.0/UDP 127.0.0.1:{h.client.local[1]};branch=z9hG4bKopt1;rport\r\n".encode()
+        + b"From: <sip:t@127.0.0.1>;tag=a\r\nTo: <sip:ping@127.0.0.1>\r\nCall-ID: opt-1\r\n"
+        + b"CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert r.status == 200
+    assert len(h.ua.trace) == 0

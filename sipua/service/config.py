@@ -310,6 +310,13 @@ class StreamSettings(_Section):
         "playout buffer absorbs our jitter); on average it is never sent faster than real time.",
     )
     demo: bool = Field(True, description="Serve the browser demo page at /demo.")
+    token_ttl: float = Field(
+        86400.0,
+        ge=0,
+        le=366 * 86400,
+        description="Seconds after a session's creation during which its stream token admits "
+        "new streams (streams already connected are not cut); 0: the token never expires.",
+    )
 
 
 class TwilioSettings(_Section):

@@ -13,7 +13,7 @@ import json
 import re
 import secrets
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -643,9 +643,21 @@ class SipAddresses(BaseModel):
     )
 
 
+def stream_token_expiry(created_at: datetime | None, ttl: float) -> datetime | None:
+    """When a session's stream token stops admitting new streams (None: never)."""
+    if not ttl or created_at is None:
+        return None
+    return created_at + timedelta(seconds=ttl)
+
+
 class StreamInfo(BaseModel):
     url: str = Field(description="WebSocket URL of the session's media stream.")
     token: str = Field(description="Secret the stream client presents.")
+    expires_at: datetime | None = Field(
+        None,
+        description="From then on the token admits no new stream (streams.token_ttl after "
+        "creation); null: it does not expire.",
+    )
 
 
 class SessionResponse(BaseModel):

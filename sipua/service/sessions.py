@@ -33,6 +33,7 @@ from sipua.service.models import (
     SipProvider,
     SrtpOptions,
     StreamInfo,
+    stream_token_expiry,
 )
 from sipua.service.store import SessionRepository
 
@@ -322,7 +323,11 @@ class SessionService:
             metadata=session.metadata,
             webhook_url=session.webhook_url,
             sip=SipAddresses(uri=ep.sip_uri(session.id), tls_uri=ep.sips_uri(session.id)),
-            stream=StreamInfo(url=ep.stream_url(session.id), token=session.stream_token),
+            stream=StreamInfo(
+                url=ep.stream_url(session.id),
+                token=session.stream_token,
+                expires_at=stream_token_expiry(session.created_at, self.settings.streams.token_ttl),
+            ),
             created_at=session.created_at,
             ended_at=session.ended_at,
             calls=max(0, calls),

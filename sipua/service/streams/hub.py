@@ -18,10 +18,12 @@ import hmac
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sipua.media.apps import MediaApp
 from sipua.media.clock import MediaClock
+from sipua.service.models import stream_token_expiry
 
 from .protocol import (
     CLOSE_ENDED,
@@ -139,6 +141,11 @@ class StreamHub:
             raise self._refuse(CLOSE_INVALID_TOKEN, "invalid-token")
         if not session.accepting_calls:
             raise self._refuse(CLOSE_ENDED, "session-ended", session)
+        expires = stream_token_expiry(
+            getattr(session, "created_at", None), self.settings.streams.token_ttl
+        )
+        if expires is not None and datetime.now(UTC) >= expires:
+            raise self._refuse(CLOSE_INVALID_TOKEN, "token-expired", session)
         provider = protocol.provider
         if protocol.once_key and (provider, protocol.once_key) in self._used:
             raise self._refuse(CLOSE_IN_USE, "stream-reused", session)

@@ -7,6 +7,7 @@ import base64
 import json
 import time
 import wave
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -215,6 +216,29 @@ async def test_wrong_missing_and_foreign_tokens_are_refused_with_4401(
     # Nothing is published for someone who does not hold the token.
     assert server.events == []
     assert server.hub.refused["invalid-token"] == 4
+
+
+async def test_an_expired_token_is_refused_with_4401_token_expired(server: StreamServer) -> None:
+    ttl = server.settings.streams.token_ttl
+    assert ttl == 86400  # the default: a day
+    fresh = server.create()
+    created = server.sessions._clock
+    server.sessions._clock = lambda: created() - timedelta(seconds=ttl + 60)
+    try:
+        old = server.create()
+    finally:
+        server.sessions._clock = created
+    view = server.sessions.describe(old, 0)
+    assert view.stream.expires_at == old.created_at + timedelta(seconds=ttl)
+    peer = TwilioPeer(old.stream_token)
+    code = await refused(server, server.url(old.id), peer.connected(), peer.start())
+    assert code == (4401, "token-expired")
+    assert server.hub.refused["token-expired"] == 1
+    # A token within its lifetime still admits its stream: it ends with the peer's stop.
+    peer = TwilioPeer(fresh.stream_token)
+    code = await refused(server, server.url(fresh.id), peer.connected(), peer.start(), peer.stop())
+    assert code[0] not in (4401, 4403), code
+    assert server.hub.refused == {"token-expired": 1}
 
 
 async def test_ended_session_refuses_with_4403(server: StreamServer) -> None:

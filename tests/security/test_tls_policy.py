@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import socket
 import ssl
+import threading
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from integration.baresip import wait_events
+from integration.sipclient import build_response, frame, parse, sdp_offer
 
 from sipua.service.config import load_settings
 from sipua.service.security_setup import client_tls_context, server_tls_options
@@ -241,3 +245,123 @@ async def test_outbound_tls_without_verification_when_configured(pki):
     peer, pool = await _send_outbound(pki, {"verify_certificate": False}, host="127.0.0.1")
     assert await _outcome(peer, pool) is not None
     assert peer.server_names == [None]  # an IP literal: no SNI
+
+
+# -- an outbound session over TLS, end to end ---------------------------------------------------
+
+
+class _TlsPbx:
+    """A PBX on TLS (a thread with a blocking ``ssl`` socket) that answers one INVITE with 200,
+    takes the ACK, and answers the BYE; it records each request's first line and top Via."""
+
+    def __init__(self, pki) -> None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(pki["server_cert"]), str(pki["server_key"]))
+        self.listener = ctx.wrap_socket(
+            socket.create_server(("127.0.0.1", 0)), server_side=True, do_handshake_on_connect=True
+        )
+        self.listener.settimeout(20)
+        self.port = self.listener.getsockname()[1]
+        self.requests: list[tuple[str, str]] = []
+        self.handshake_errors: list[str] = []
+        self.done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+        except (OSError, ssl.SSLError) as e:  # an untrusting client aborts the handshake
+            self.handshake_errors.append(str(e))
+            self.done.set()
+            return
+        conn.settimeout(20)
+        buffer = bytearray()
+        try:
+            while not self.done.is_set():
+                data = frame(buffer)
+                if data is None:
+                    chunk = conn.recv(65535)
+                    if not chunk:
+                        return
+                    buffer += chunk
+                    continue
+                msg = parse(data)
+                if not msg.is_request:
+                    continue
+                self.requests.append((msg.start, msg.top_via))
+                if msg.method == "INVITE":
+                    sdp = sdp_offer(40000, codecs="0")
+                    conn.sendall(
+                        build_response(
+                            msg,
+                            200,
+                            to_tag="pbxtag",
+                            headers=[
+                                ("Contact", f"<sips:pbx@127.0.0.1:{self.port}>"),
+                                ("Content-Type", "application/sdp"),
+                            ],
+                            body=sdp,
+                        )
+                    )
+                elif msg.method == "BYE":
+                    conn.sendall(build_response(msg, 200))
+                    self.done.set()
+        except (OSError, ssl.SSLError):
+            return
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.done.set()
+        self.listener.close()
+        self._thread.join(10)
+
+
+def test_an_outbound_session_calls_over_tls_and_hangs_up_on_the_same_connection(serve, pki):
+    pbx = _TlsPbx(pki)
+    try:
+        service = serve(env={"SIPUA_SECURITY__TLS__CA_FILE": str(pki["ca"])})
+        session = service.create_session(
+            provider={
+                "type": "sip",
+                "codecs": ["PCMU"],
+                "sip_uri": f"sips:+1555@127.0.0.1:{pbx.port}",
+            }
+        )
+        [connected] = wait_events(service, session["id"], "session.provider.connected")
+        assert connected["data"]["codec"] == "PCMU"
+        assert service.client().post(f"/v1/sessions/{session['id']}/end").status_code == 200
+        assert pbx.done.wait(10)
+        methods = [start.split()[0] for start, _ in pbx.requests]
+        assert methods == ["INVITE", "ACK", "BYE"], pbx.requests
+        assert pbx.requests[0][0].startswith(f"INVITE sips:+1555@127.0.0.1:{pbx.port} ")
+        assert all(via.startswith("SIP/2.0/TLS ") for _, via in pbx.requests)
+        [gone] = wait_events(service, session["id"], "session.provider.disconnected")
+        assert gone["data"]["reason"] == "session-ended"
+    finally:
+        pbx.close()
+
+
+def test_an_outbound_tls_call_to_an_untrusted_pbx_fails_without_sending_anything(serve, pki):
+    pbx = _TlsPbx(pki)
+    try:
+        service = serve()  # the system's CAs: the test CA is not among them
+        session = service.create_session(
+            provider={
+                "type": "sip",
+                "sip_uri": f"sips:+1555@127.0.0.1:{pbx.port}",
+                "dial_timeout_s": 20,
+            }
+        )
+        [failed] = wait_events(service, session["id"], "session.provider.failed", timeout=10)
+        assert pbx.done.wait(5)
+        assert pbx.requests == [] and pbx.handshake_errors  # not a byte of SIP went out
+        data = failed["data"]
+        assert (data["status_code"], data["reason"], data["transport"]) == (
+            503,
+            "transport-error",
+            "tls",
+        ), failed
+    finally:
+        pbx.close()

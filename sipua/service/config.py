@@ -97,6 +97,19 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def nameserver_address(text: str) -> tuple[str, int]:
+    """``IP``, ``IP:PORT`` or ``[IPv6]:PORT`` as (address, port); port 53 by default."""
+    text = text.strip()
+    try:
+        return str(ipaddress.ip_address(text)), 53
+    except ValueError:
+        pass
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(text)
+    return str(ipaddress.ip_address(host.strip("[]"))), int(port)
+
+
 class SipSettings(_Section):
     """SIP listeners and protocol timers (RFC 3261 17.1.1.1: T1, T2, T4)."""
 
@@ -139,6 +152,11 @@ class SipSettings(_Section):
         "GET /v1/sessions/{id}/sip-trace (0 turns tracing off).",
     )
     trace_messages: int = Field(200, ge=1, le=10000, description="Messages kept per call.")
+    dns_servers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Nameservers for outbound calls' RFC 3263 lookups (NAPTR, SRV, A/AAAA): "
+        "'IP' or 'IP:PORT' ('[IPv6]:PORT'); empty: the system's resolver configuration.",
+    )
     transfer_timeout: float = Field(
         60.0,
         ge=1,
@@ -167,6 +185,23 @@ class SipSettings(_Section):
         value = _split_list(value)
         if isinstance(value, list):
             return [v.lower() if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("dns_servers", mode="before")
+    @classmethod
+    def _parse_dns_servers(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("dns_servers")
+    @classmethod
+    def _dns_servers_are_addresses(cls, value: list[str]) -> list[str]:
+        for server in value:
+            try:
+                nameserver_address(server)
+            except ValueError:
+                raise ValueError(
+                    f"dns_servers: {server!r} is not 'IP', 'IP:PORT' or '[IPv6]:PORT'"
+                ) from None
         return value
 
     @field_validator("transports")

@@ -27,7 +27,7 @@ from sipua.ua.uac import session_endpoints
 from .api import create_app
 from .apikey import ensure_api_key
 from .bridge import configure_bridge
-from .config import Settings
+from .config import Settings, nameserver_address
 from .events import EventPublisher
 from .events_store import EventStore, open_event_store
 from .logs import configure_logging
@@ -99,8 +99,24 @@ def _ua_config(settings: Settings) -> UaConfig:
         max_calls_per_session=sip.max_calls_per_session,
         trace_calls=sip.trace_calls,
         trace_messages=sip.trace_messages,
+        dns_resolver=_dns_resolver(sip.dns_servers),
         transfer_timeout=sip.transfer_timeout,
     )
+
+
+def _dns_resolver(servers: list[str]) -> Any:
+    """A resolver asking ``servers`` (RFC 3263 lookups of outbound calls), or None for the
+    system's configuration."""
+    if not servers:
+        return None
+    import dns.asyncresolver
+    import dns.nameserver
+
+    resolver = dns.asyncresolver.Resolver(configure=False)
+    resolver.nameservers = [
+        dns.nameserver.Do53Nameserver(*nameserver_address(server)) for server in servers
+    ]
+    return resolver
 
 
 def _listen_config(settings: Settings) -> ListenConfig:

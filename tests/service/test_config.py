@@ -292,3 +292,22 @@ def test_primary_address_sends_nothing_and_is_concrete() -> None:
 def test_settings_constructor_reads_env_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SIPUA_HTTP__PORT", "8123")
     assert Settings().http.port == 8123
+
+
+def test_dns_servers_for_outbound_lookups(tmp_path, monkeypatch) -> None:
+    from sipua.service.server import _ua_config
+
+    assert _ua_config(load_settings(data_dir=tmp_path)).dns_resolver is None  # the system's
+    monkeypatch.setenv("SIPUA_SIP__DNS_SERVERS", "127.0.0.1:5353, ::1, [::1]:5300")
+    settings = load_settings(data_dir=tmp_path)
+    assert settings.sip.dns_servers == ["127.0.0.1:5353", "::1", "[::1]:5300"]
+    resolver = _ua_config(settings).dns_resolver
+    assert [(ns.address, ns.port) for ns in resolver.nameservers] == [
+        ("127.0.0.1", 5353),
+        ("::1", 53),
+        ("::1", 5300),
+    ]
+    for bad in ("dns.example.com", "127.0.0.1:0", "127.0.0.1:99999", "1.2.3.4:x"):
+        monkeypatch.setenv("SIPUA_SIP__DNS_SERVERS", bad)
+        with pytest.raises(ConfigError, match="dns_servers"):
+            load_settings(data_dir=tmp_path)

@@ -11,7 +11,11 @@ Timing. Every participant's stream calls ``on_audio`` and then ``on_tick`` on th
 starts when a participant that was already served in the current round ticks again: the
 first ``on_tick`` of every clock tick. The round takes one frame from each participant's
 queue and sums them in int32; each participant is then sent that sum minus its own frame
-(the N-1 mix, so nobody hears themselves), clipped to int16.
+(the N-1 mix, so nobody hears themselves). Several loud talkers can sum past int16: a
+limiter per listener then scales the mix down to :data:`LIMIT` at once (attack within the
+frame that would clip) and gives the gain back over about 200 ms (:data:`RELEASE_PER_FRAME`,
+ramped inside each frame, so neither edge clicks); only a peak the limiter cannot catch is
+clipped, never wrapped.
 
 Jitter. SIP legs deliver exactly one frame per tick (their jitter buffer and concealment fill
 gaps), but WebSocket streams deliver frames as messages arrive, a late one and then two at
@@ -59,12 +63,24 @@ PREBUFFER_FRAMES = 2  # frames queued before a participant is mixed (again)
 MAX_BACKLOG_MS = 100.0
 
 _INT16_MIN, _INT16_MAX = -32768, 32767
+LIMIT = 32000  # the limiter's ceiling, about -0.2 dBFS
+RELEASE_PER_FRAME = 0.05  # gain regained per 20 ms frame once the mix is quieter again
 
 
 class _Member:
     """One participant's place in the mixer: its inbound queue and counters."""
 
-    __slots__ = ("participant", "queue", "primed", "held", "overflows", "underruns", "backlog")
+    __slots__ = (
+        "participant",
+        "queue",
+        "primed",
+        "held",
+        "overflows",
+        "underruns",
+        "backlog",
+        "gain",
+        "limited",
+    )
 
     def __init__(self, participant: Participant) -> None:
         self.participant = participant
@@ -74,6 +90,8 @@ class _Member:
         self.overflows = 0  # frames dropped because the queue was full
         self.underruns = 0  # rounds the queue was empty while playing
         self.backlog = 0  # mixes not sent because the participant was not taking audio
+        self.gain = 1.0  # the limiter's gain on the mix this participant hears
+        self.limited = 0  # frames the limiter turned down
 
     def take(self, silence: np.ndarray) -> np.ndarray:
         """This round's frame: the oldest queued one, or silence while (re)priming."""
@@ -172,6 +190,7 @@ class ConferenceMixer:
         assert self._total is not None
         row = self._rows.get(key)
         mix = self._total if row is None else self._total - self._frames[row]
+        mix = _limit(member, mix)
         participant.send_audio(np.clip(mix, _INT16_MIN, _INT16_MAX).astype("<i2").tobytes())
 
     def _mix(self) -> None:
@@ -200,6 +219,7 @@ class ConferenceMixer:
                     "overflows": m.overflows,
                     "underruns": m.underruns,
                     "backlog_drops": m.backlog,
+                    "limited_frames": m.limited,
                 }
                 for m in self._members.values()
             },
@@ -273,3 +293,21 @@ class ConferenceApp(MediaApp):
         mixer = self._mixers.pop(id(participant), None)
         if mixer is not None:
             _leave(mixer, participant)
+
+
+def _limit(member: _Member, mix: np.ndarray) -> np.ndarray:
+    """The mix with ``member``'s limiter applied: down at once, back up slowly, no steps."""
+    peak = int(np.abs(mix).max()) if mix.size else 0
+    wanted = 1.0 if peak <= LIMIT else LIMIT / peak
+    previous = member.gain
+    if wanted < previous:
+        gain = wanted  # attack: this very frame must not clip
+        member.limited += 1
+        member.gain = gain
+        return np.rint(mix * gain)
+    gain = min(wanted, previous + RELEASE_PER_FRAME)
+    member.gain = gain
+    if previous >= 1.0 and gain >= 1.0:
+        return mix
+    # Release: ramp from the last frame's gain to this one's across the frame.
+    return np.rint(mix * np.linspace(previous, gain, mix.size, endpoint=False))

@@ -11,8 +11,10 @@ import pytest
 from sipua.media import conference
 from sipua.media.apps import get_app, overrides_on_tick
 from sipua.media.conference import (
+    LIMIT,
     PREBUFFER_FRAMES,
     QUEUE_FRAMES,
+    RELEASE_PER_FRAME,
     ConferenceApp,
     conference_ids,
     mixer_for,
@@ -157,14 +159,37 @@ def test_tones_a_participant_hears_are_the_others_only() -> None:
         room.leave(pid)
 
 
-def test_the_mix_is_clipped_to_int16_not_wrapped() -> None:
+def test_loud_talkers_are_limited_not_clipped_or_wrapped() -> None:
     room = Room()
     a, b, c = room.join("a"), room.join("b"), room.join("c")
     room.run(6, {"b": dc(30000), "c": dc(30000)})
-    assert levels(a)[-1] == 32767
-    assert levels(b)[-1] == 30000 and levels(c)[-1] == 30000  # one other: no clipping needed
+    # 60,000 does not fit in int16: the limiter brings a's mix to its ceiling at once.
+    assert levels(a)[-1] == LIMIT and max(v for v in levels(a) if v is not None) <= LIMIT
+    assert levels(b)[-1] == 30000 and levels(c)[-1] == 30000  # one other: nothing to limit
     room.run(6, {"b": dc(-30000), "c": dc(-30000)})
-    assert levels(a)[-1] == -32768
+    assert levels(a)[-1] == -LIMIT
+    for pid in "abc":
+        room.leave(pid)
+
+
+def test_the_limiter_gives_the_gain_back_gradually() -> None:
+    room = Room()
+    a = room.join("a")
+    room.join("b")
+    room.join("c")
+    room.run(6, {"b": dc(30000), "c": dc(30000)})  # limited: gain 32000/60000
+    heard_before = len(a.heard)
+    room.run(20, {"b": dc(5000), "c": dc(5000)})  # quiet again: the plain sum is 10,000
+    out = np.concatenate([np.frombuffer(f, "<i2") for f in a.heard[heard_before:]]).astype(float)
+    quiet = int(np.argmax(out != LIMIT))  # the loud frames still queued come out first
+    assert quiet > 0 and (out[:quiet] == LIMIT).all()
+    gain = out[quiet:] / 10000
+    # The gain goes on from where the limiter left it, rises sample by sample (a ramp inside
+    # each frame, so no step), never faster than RELEASE_PER_FRAME a frame, and is back to 1.
+    assert gain[0] == pytest.approx(LIMIT / 60000, abs=1e-3)
+    steps = np.diff(gain)
+    assert steps.min() >= -1e-4 and steps.max() <= RELEASE_PER_FRAME / SAMPLES + 2e-4
+    assert gain[-1] == 1.0
     for pid in "abc":
         room.leave(pid)
 

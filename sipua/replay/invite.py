@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..sip.builders import make_request
+from ..sip.builders import make_cancel, make_request
 from ..sip.errors import ParseError
 from ..sip.headers import NameAddr
 from ..sip.ids import new_branch, new_call_id, new_tag
@@ -138,14 +138,7 @@ def build_invite(
     )
 
 
-def build_cancel(invite: Request) -> Request:
-    """RFC 3261 §9.1: the INVITE's Request-URI, Call-ID, From, To, CSeq number and top Via."""
-    fields = [("via", "Via", str(invite.top_via))]
-    for key, name, value in invite.fields:
-        if key in ("max-forwards", "route", "from", "to", "call-id"):
-            fields.append((key, name, value))
-    fields.append(("cseq", "CSeq", f"{invite.cseq.seq} CANCEL"))
-    return Request("CANCEL", invite.uri, fields)
+build_cancel = make_cancel  # RFC 3261 §9.1, as the user agent's outbound calls build it
 
 
 @dataclass(frozen=True)

@@ -288,9 +288,7 @@ class EventPublisher:
         """
         if status not in PROVIDER_STATUSES:
             raise ValueError(f"unknown provider status {status!r}")
-        provider: dict[str, Any] = {"type": provider_type}
-        provider.update({k: v for k, v in provider_ids.items() if v is not None})
-        provider["status"] = status
+        provider = _provider_block(provider_type, provider_ids, status)
         pid = participant_id or _main_id(provider_type, provider_ids)
         payload = dict(data or {})
         stats = payload.pop("stats", None)
@@ -343,9 +341,7 @@ class EventPublisher:
         ``session.provider.disconnected`` (reason ``transferred``) follows a completed one."""
         if outcome not in TRANSFER_OUTCOMES:
             raise ValueError(f"unknown transfer outcome {outcome!r}")
-        provider: dict[str, Any] = {"type": provider_type}
-        provider.update({k: v for k, v in provider_ids.items() if v is not None})
-        provider["status"] = provider_status
+        provider = _provider_block(provider_type, provider_ids, provider_status)
         pid = participant_id or _main_id(provider_type, provider_ids)
         payload = {"participant_id": pid, **data}
         event = self.make_event(f"session.transfer.{outcome}", session_id, provider, payload)
@@ -542,6 +538,14 @@ class EventPublisher:
             participant_id=event.leg_id,
             provider_status=provider_status,
         )
+
+
+def _provider_block(provider_type: str, provider_ids: Mapping[str, Any], status: str) -> dict:
+    """An event's ``provider``: its type, the provider's ids of the participant, its status."""
+    provider: dict[str, Any] = {"type": provider_type}
+    provider.update({k: v for k, v in provider_ids.items() if v is not None})
+    provider["status"] = status
+    return provider
 
 
 def _main_id(provider_type: str, provider_ids: Mapping[str, str]) -> str:

@@ -151,6 +151,18 @@ def make_request(
     return Request(method, uri, fields, body)
 
 
+def make_cancel(invite: Request) -> Request:
+    """The CANCEL of a client INVITE (RFC 3261 §9.1): its Request-URI, Call-ID, From, To and
+    Route, its top Via only (so the branch matches the INVITE's transaction), and its CSeq
+    number with the method CANCEL."""
+    fields = [("via", "Via", str(invite.top_via))]
+    for key, name, value in invite.fields:
+        if key in ("max-forwards", "route", "from", "to", "call-id"):
+            fields.append((key, name, value))
+    fields.append(("cseq", "CSeq", f"{invite.cseq.seq} CANCEL"))
+    return Request("CANCEL", invite.uri, fields)
+
+
 def _line_safe(value: str) -> str:
     """``value``, refused if it holds CR or LF: it would end the header line (injection)."""
     if "\r" in value or "\n" in value:

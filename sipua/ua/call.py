@@ -79,10 +79,6 @@ class Call:
         return cls(session, None, None, peer)  # type: ignore[arg-type]
 
     @property
-    def outbound(self) -> bool:
-        return self.dialing is not None
-
-    @property
     def call_id(self) -> str:
         invite = self.invite
         return invite.call_id if invite is not None else self.dialing.call_id

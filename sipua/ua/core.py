@@ -163,12 +163,8 @@ class UserAgent:
         now = self.loop.time()
         trace = self.trace
         if trace.max_calls:
-            trace.record(
-                "in",
-                message.get("call-id"),
-                raw if raw is not None else message.to_bytes(),
-                peer,
-                opens=isinstance(message, Request) and message.method == "INVITE",
+            trace.record_message(
+                "in", message, raw if raw is not None else message.to_bytes(), peer
             )
         try:
             if isinstance(message, Request):
@@ -281,13 +277,7 @@ class UserAgent:
                 sent[status] = sent.get(status, 0) + 1
             send(out.data, out.context)
             if trace is not None:
-                trace.record(
-                    "out",
-                    message.get("call-id"),
-                    out.data,
-                    out.context,
-                    opens=isinstance(message, Request) and message.method == "INVITE",
-                )
+                trace.record_message("out", message, out.data, out.context)
 
     def _arm(self) -> None:
         when = self.layer.next_timer()
@@ -319,7 +309,7 @@ class UserAgent:
         data = message.to_bytes()
         self.transports.send(data, peer)
         if self.trace.max_calls:
-            self.trace.record("out", message.get("call-id"), data, peer, opens=False)
+            self.trace.record_message("out", message, data, peer)
 
     def after_user_action(self) -> None:
         """Call after acting outside an input (API call, answer timer): send and re-arm."""

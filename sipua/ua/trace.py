@@ -56,10 +56,6 @@ class SipTrace:
         self._sessions: OrderedDict[str, dict[str, None]] = OrderedDict()  # session -> Call-IDs
         self.dropped = 0  # messages not kept because their call had max_messages already
 
-    @property
-    def enabled(self) -> bool:
-        return self.max_calls > 0
-
     def record(
         self,
         direction: str,
@@ -103,6 +99,12 @@ class SipTrace:
                 data,
             )
         )
+
+    def record_message(self, direction: str, message: Any, data: bytes, peer: Any) -> None:
+        """Keep ``message`` (parsed) as ``data`` (its wire form); only an INVITE opens a trace."""
+        if self.max_calls > 0:
+            opens = getattr(message, "method", None) == "INVITE"
+            self.record(direction, message.get("call-id"), data, peer, opens=opens)
 
     def _forget_oldest(self) -> None:
         _, messages = self._calls.popitem(last=False)

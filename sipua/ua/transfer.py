@@ -34,12 +34,9 @@ from sipua.sip.dialog import Dialog
 from sipua.sip.errors import ParseError
 from sipua.sip.grammar import parse_params
 from sipua.sip.headers import parse_name_addr
-from sipua.sip.ids import new_branch
 from sipua.sip.message import Request, Response
 from sipua.sip.transaction import Transaction
 from sipua.sip.uri import SipUri, parse_uri
-from sipua.transport.manager import UDP_REQUEST_LIMIT
-from sipua.transport.peer import Peer
 
 from .call import Call, CallState
 from .events import TransferAccepted, TransferCompleted, TransferFailed
@@ -183,34 +180,20 @@ class Transferor:
         if dialog is None:
             return False
         uas = self.uas
-        peer = uas._dialog_peer(call, dialog)
-        if peer is None:
-            log.warning(
-                "call %s: REFER not sent: the next hop is sips: and TLS is not available", call.id
-            )
-            return False
         headers = [
             # RFC 3515 §2.1: the URI goes in angle brackets (it may carry ';' and '?').
             ("Refer-To", f"<{transfer.target}>"),
             ("Referred-By", _referred_by(dialog)),  # RFC 3892: who asks for the transfer
         ]
         headers += [(a.header_name, a.value) for a in credentials]
-        transports = uas.ua.transports
         # Contact and the CSeq come from the dialog (REFER is a target refresh request).
-        refer = dialog.create_request(
-            "REFER", via=transports.via(peer.transport, new_branch()), headers=headers
-        )
-        if (
-            peer.transport == "udp"
-            and len(refer.to_bytes()) > UDP_REQUEST_LIMIT
-            and transports.has_transport("tcp")
-        ):
-            # RFC 3261 §18.1.1: over 1300 octets goes over a congestion-controlled transport.
-            peer = Peer("tcp", peer.addr)
-            dialog.local_seq = (dialog.local_seq or 1) - 1  # reuse the CSeq number
-            refer = dialog.create_request(
-                "REFER", via=transports.via("tcp", new_branch()), headers=headers
+        built = uas.in_dialog_request(call, dialog, "REFER", headers)
+        if built is None:
+            log.warning(
+                "call %s: REFER not sent: the next hop is sips: and TLS is not available", call.id
             )
+            return False
+        refer, peer = built
         try:
             tx = uas.layer.send_request(refer, uas.ua.now(), context=peer, reliable=peer.reliable)
         except (ValueError, ParseError) as e:

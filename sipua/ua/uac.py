@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from sipua.sip.builders import make_cancel
 from sipua.sip.dialog import Dialog
 from sipua.sip.errors import ParseError
 from sipua.sip.ids import new_branch, new_call_id, new_tag
@@ -39,12 +40,12 @@ from sipua.transport.resolver import (
     Target,
     default_transport,
     locate,
-    numeric_host,
     uri_transport,
 )
 from sipua.transport.routing import DEFAULT_PORTS
 
 from .call import Call, CallState
+from .capabilities import ALLOW
 from .events import CallConnected, CallConnecting
 
 if TYPE_CHECKING:
@@ -331,7 +332,7 @@ class Dialer:
             ("call-id", "Call-ID", dialing.call_id),
             ("cseq", "CSeq", f"{dialing.cseq} INVITE"),
             ("contact", "Contact", call.contact),
-            ("allow", "Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO"),
+            ("allow", "Allow", ALLOW),
             ("supported", "Supported", ""),
             ("user-agent", "User-Agent", self.ua.config.user_agent),
         ]
@@ -372,16 +373,7 @@ class Dialer:
         if attempt.cancelled:
             return
         attempt.cancelled = True
-        invite = attempt.tx.request
-        fields = [
-            (k, n, v)
-            for k, n, v in invite.fields
-            if k in ("via", "from", "to", "call-id", "route", "max-forwards")
-        ]
-        # RFC 3261 §9.1: the INVITE's top Via (its branch) and CSeq number, method CANCEL.
-        fields = [f for i, f in enumerate(fields) if f[0] != "via" or i == 0]
-        fields.append(("cseq", "CSeq", f"{invite.cseq.seq} CANCEL"))
-        cancel = Request("CANCEL", invite.uri, fields)
+        cancel = make_cancel(attempt.tx.request)
         try:
             self.uas.layer.send_request(
                 cancel, self.ua.now(), context=attempt.peer, reliable=attempt.peer.reliable
@@ -510,14 +502,18 @@ class Dialer:
             dialog = Dialog.from_uac(tx.request, response, context=sent_to)
         except (ValueError, ParseError):
             return
-        peer = _target_of(dialog, sent_to)
+        peer = self.uas._dialog_peer(call, dialog, via=sent_to) or sent_to
         via = self.ua.transports.via(peer.transport, new_branch())
         self.uas.layer.send_stateless(dialog.create_ack(tx.request, via=via), peer)
-        bye = dialog.create_request("BYE", via=self.ua.transports.via(peer.transport, new_branch()))
+        reason = [("Reason", 'SIP;cause=200;text="abandoned"')]
+        built = self.uas.in_dialog_request(call, dialog, "BYE", reason, via=sent_to)
+        if built is None:
+            return  # a sips: hop without TLS: the ACK went on the INVITE's own path only
+        bye, peer = built
         try:
             self.uas.layer.send_request(bye, self.ua.now(), context=peer, reliable=peer.reliable)
-        except ValueError:
-            pass
+        except (ValueError, ParseError) as e:
+            log.info("outbound call %s: BYE of an unwanted 2xx not sent: %s", call.id, e)
 
     def on_timeout(self, call: Call, tx: Transaction) -> None:
         """Timer B: nothing at all came back from the endpoint."""
@@ -543,16 +539,3 @@ def _target_failed(status: int, reason: str, heard: bool) -> bool:
     if status == 503 or reason == "no-response":
         return True
     return reason == "dial-timeout" and not heard
-
-
-def _target_of(dialog: Dialog, fallback: Peer) -> Peer:
-    """Where requests in ``dialog`` go: its next hop when that is an IP address, on the
-    transport the INVITE used; else where the INVITE went."""
-    hop = dialog.next_hop()
-    if isinstance(hop, SipUri):
-        if not numeric_host(hop.host_bare):
-            return fallback
-        return Peer(
-            fallback.transport, (hop.host_bare, hop.port or DEFAULT_PORTS[fallback.transport])
-        )
-    return fallback

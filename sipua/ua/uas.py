@@ -597,31 +597,17 @@ class Uas:
         if dialog is None:
             self._end(call, reason)
             return
-        peer = self._dialog_peer(call, dialog)
-        if peer is None:
+        headers = [("Reason", f'SIP;cause=200;text="{reason}"')]
+        headers += [(a.header_name, a.value) for a in credentials]
+        built = self.in_dialog_request(call, dialog, "BYE", headers)
+        if built is None:
             log.warning(
                 "call %s: BYE not sent: its next hop is sips: and TLS is not available", call.id
             )
             self.dialogs.remove(dialog)
             self._end(call, reason)
             return
-        headers = [("Reason", f'SIP;cause=200;text="{reason}"')]
-        headers += [(a.header_name, a.value) for a in credentials]
-        bye = dialog.create_request(
-            "BYE", via=self.ua.transports.via(peer.transport, new_branch()), headers=headers
-        )
-        if (
-            peer.transport == "udp"
-            and len(bye.to_bytes()) > UDP_REQUEST_LIMIT
-            and self.ua.transports.has_transport("tcp")
-        ):
-            # RFC 3261 §18.1.1: a request larger than 1300 octets (path MTU unknown) goes over
-            # a congestion-controlled transport; the Via says so.
-            peer = Peer("tcp", peer.addr)
-            dialog.local_seq = (dialog.local_seq or 1) - 1  # reuse the CSeq number
-            bye = dialog.create_request(
-                "BYE", via=self.ua.transports.via("tcp", new_branch()), headers=headers
-            )
+        bye, peer = built
         try:
             tx = self.layer.send_request(bye, self.ua.now(), context=peer, reliable=peer.reliable)
             tx.user_data = call
@@ -631,13 +617,47 @@ class Uas:
             self.dialogs.remove(dialog)
         self._end(call, reason, keep_dialog=True)
 
-    def _dialog_peer(self, call: Call, dialog: Dialog) -> Peer | None:
+    def in_dialog_request(
+        self,
+        call: Call,
+        dialog: Dialog,
+        method: str,
+        headers: list[tuple[str, str]],
+        *,
+        via: Peer | None = None,
+    ) -> tuple[Request, Peer] | None:
+        """A request in ``dialog`` (next CSeq, route set) and where it goes; None when its
+        next hop is sips: and no TLS is to be had (see :meth:`_dialog_peer`)."""
+        peer = self._dialog_peer(call, dialog, via=via)
+        if peer is None:
+            return None
+        transports = self.ua.transports
+        request = dialog.create_request(
+            method, via=transports.via(peer.transport, new_branch()), headers=headers
+        )
+        if (
+            peer.transport == "udp"
+            and len(request.to_bytes()) > UDP_REQUEST_LIMIT
+            and transports.has_transport("tcp")
+        ):
+            # RFC 3261 §18.1.1: a request larger than 1300 octets (path MTU unknown) goes over
+            # a congestion-controlled transport; the Via says so.
+            peer = Peer("tcp", peer.addr)
+            dialog.local_seq = (dialog.local_seq or 1) - 1  # reuse the CSeq number
+            request = dialog.create_request(
+                method, via=transports.via("tcp", new_branch()), headers=headers
+            )
+        return request, peer
+
+    def _dialog_peer(self, call: Call, dialog: Dialog, *, via: Peer | None = None) -> Peer | None:
         """Where requests in this dialog go: the next hop, over the connection in use when possible.
 
-        None when the next hop is a SIPS URI and no TLS is to be had: RFC 3261 §26.2.2, a
-        sips: hop is reached over TLS or not at all."""
+        ``via`` is where the dialog's messages went so far (the call's peer by default; an
+        outbound attempt we gave up on has its own). None when the next hop is a SIPS URI and
+        no TLS is to be had: RFC 3261 §26.2.2, a sips: hop is reached over TLS or not at all."""
+        sent_to = via if via is not None else call.peer
         next_hop = dialog.next_hop()
-        transport = call.transport
+        transport = sent_to.transport
         host: str | None = None
         port: int | None = None
         secure = False
@@ -649,15 +669,15 @@ class Uas:
                 secure = True
             host, port = next_hop.host_bare, next_hop.port
         if not self.ua.transports.has_transport(transport):
-            if secure and call.transport != "tls":
+            if secure and sent_to.transport != "tls":
                 return None
-            transport = call.transport
-        conn = call.peer.connection
-        if transport == call.transport and conn is not None and conn.is_open:
+            transport = sent_to.transport
+        conn = sent_to.connection
+        if transport == sent_to.transport and conn is not None and conn.is_open:
             return Peer(transport, conn.remote, conn)
         if host is not None and numeric_host(host):
             return Peer(transport, (host, port or DEFAULT_PORTS[transport]))
-        return Peer(transport, call.peer.source)
+        return Peer(transport, sent_to.source)
 
     def _end(
         self, call: Call, reason: str, *, status: int | None = None, keep_dialog: bool = False

@@ -8,7 +8,13 @@ from collections import Counter
 import pytest
 
 from sipua.sip import ids
-from sipua.sip.builders import REASON_PHRASES, make_request, make_response, reason_phrase
+from sipua.sip.builders import (
+    REASON_PHRASES,
+    make_cancel,
+    make_request,
+    make_response,
+    reason_phrase,
+)
 from sipua.sip.message import Request, parse_message
 
 INVITE = (
@@ -220,3 +226,21 @@ def test_line_breaks_in_values_are_refused(invite: Request, evil: str) -> None:
             "OPTIONS", "sip:a@b", via="SIP/2.0/UDP h", from_="<sip:x@y>", to="<sip:a@b>", call_id="c",
             cseq=1, headers=[("X-A", evil)],
         )  # fmt: skip
+
+
+def test_cancel_copies_what_rfc3261_9_1_says_and_only_the_top_via():
+    invite = parse_message(
+        b"INVITE sip:bob@example.com SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKtop, SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKx\r\n"
+        b"Max-Forwards: 70\r\nRoute: <sip:proxy.example.com;lr>\r\n"
+        b"From: <sip:alice@example.com>;tag=a1\r\nTo: <sip:bob@example.com>\r\n"
+        b"Call-ID: c-1\r\nCSeq: 7 INVITE\r\nContact: <sip:alice@192.0.2.1>\r\n"
+        b"Content-Type: application/sdp\r\nContent-Length: 0\r\n\r\n"
+    )
+    cancel = parse_message(make_cancel(invite).to_bytes())
+    assert (cancel.method, str(cancel.uri)) == ("CANCEL", "sip:bob@example.com")
+    assert [v.branch for v in cancel.via] == ["z9hG4bKtop"]
+    assert (cancel.cseq.seq, cancel.cseq.method) == (7, "CANCEL")
+    assert cancel.get_all("route") == ["<sip:proxy.example.com;lr>"]
+    assert (cancel.call_id, cancel.from_.tag, cancel.to.tag) == ("c-1", "a1", None)
+    assert "contact" not in cancel and cancel.body == b""

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import ParseError
-from .message import Request, Response, _content_length_of, build_message
+from .message import Request, Response, _content_length_of, parse_head_bytes
 
 
 class _NeedData:
@@ -125,7 +125,7 @@ class StreamFramer:
             message: Request | Response | None
             error: ParseError | None = None
             try:
-                message = build_message(head.decode("utf-8", "surrogateescape"), b"")
+                message = parse_head_bytes(head)
                 cl_lines = message._idx().get("content-length")
             except ParseError as e:
                 message, error = None, e

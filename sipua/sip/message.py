@@ -177,7 +177,9 @@ class Message:
 
     @property
     def top_via(self) -> Via:
-        vias = self.via
+        vias = self._cache.get("via")
+        if vias is None:
+            vias = self.via
         if not vias:
             raise ParseError("missing Via header", header="via")
         return vias[0]
@@ -194,11 +196,13 @@ class Message:
 
     @property
     def from_(self) -> NameAddr:
-        return self._name_addr("from")
+        v = self._cache.get("from")
+        return v if v is not None else self._name_addr("from")
 
     @property
     def to(self) -> NameAddr:
-        return self._name_addr("to")
+        v = self._cache.get("to")
+        return v if v is not None else self._name_addr("to")
 
     @property
     def call_id(self) -> str:
@@ -241,7 +245,8 @@ class Message:
     @property
     def contact(self) -> list[NameAddr]:
         """Contact values; ``Contact: *`` gives one NameAddr whose uri_text is ``*``."""
-        return self._name_addr_list("contact", allow_star=True)
+        v = self._cache.get("contact")
+        return v if v is not None else self._name_addr_list("contact", allow_star=True)
 
     @property
     def route(self) -> list[NameAddr]:
@@ -570,6 +575,15 @@ def parse_status_line(line: str) -> tuple[str, int, str]:
     return SIP_VERSION, int(code), reason
 
 
+def parse_head_bytes(head: bytes) -> Request | Response:
+    """A message (with an empty body) from the raw header section of a stream message."""
+    if _fast_head is not None:
+        msg = _fast_head(head)
+        if msg is not None:
+            return msg
+    return build_message(head.decode("utf-8", "surrogateescape"), b"")
+
+
 def build_message(head: str, body: bytes) -> Request | Response:
     """A message from its decoded header section and its body (already framed)."""
     try:
@@ -606,6 +620,15 @@ def parse_message(data: bytes, *, max_size: int | None = None) -> Request | Resp
     """
     if max_size is not None and len(data) > max_size:
         raise ParseError(f"message of {len(data)} octets exceeds {max_size}", 513)
+    if _fast_datagram is not None:
+        msg = _fast_datagram(data)
+        if msg is not None:
+            return msg
+    return parse_message_py(data)
+
+
+def parse_message_py(data: bytes) -> Request | Response:
+    """:func:`parse_message` in Python only (what the compiled fast path must agree with)."""
     # RFC 3261 §7.5: ignore CRLFs before the start line.
     if data[:1] == b"\r" or data[:1] == b"\n":
         data = data.lstrip(b"\r\n")
@@ -707,3 +730,34 @@ def salvage_request(data: bytes) -> Request | None:
     if not any(f[0] == "via" for f in fields):
         return None
     return Request(method, uri, fields, b"")
+
+
+# -- the compiled fast path --------------------------------------------------
+
+
+def _load_speedups() -> tuple[Any, Any]:
+    """sipua.sip._speedups, built from csrc/*.c when the package was installed.
+
+    It parses messages of the common shape (and their Via, From, To, Call-ID, CSeq,
+    Contact and Content-Length) into the same objects as the code above and returns
+    None for anything else, which this module then parses. ``SIPUA_NO_SPEEDUPS=1``
+    turns it off; without a C compiler at install time it is simply absent.
+    """
+    import os
+
+    if os.environ.get("SIPUA_NO_SPEEDUPS"):
+        return None, None
+    try:
+        from . import _speedups
+    except ImportError:
+        return None, None
+    from .headers import header_key as _header_key
+
+    _speedups.setup(
+        Request, Response, Via, NameAddr, SipUri, CSeq, _key_cache, _header_key, SIP_VERSION
+    )
+    return _speedups.parse_datagram, _speedups.parse_head
+
+
+_fast_datagram, _fast_head = _load_speedups()
+SPEEDUPS = _fast_datagram is not None

@@ -516,10 +516,21 @@ _MIME_RE = re.compile(
 )
 
 
+_SIMPLE_MIME: dict[str, str] = {}  # "type/subtype" as written -> lower case, for values seen
+
+
 def parse_content_type(value: str) -> ContentType:
+    mime = _SIMPLE_MIME.get(value)
+    if mime is not None:  # a bare type/subtype already checked once
+        ct = _new(ContentType)
+        ct.mime = mime
+        ct.params = {}
+        return ct
     m = _MIME_RE.match(value)
     if m is None:
         raise ParseError(f"bad Content-Type {value[:60]!r}", header="content-type")
+    if not m.group(3) and len(_SIMPLE_MIME) < 64 and value == f"{m.group(1)}/{m.group(2)}":
+        _SIMPLE_MIME[value] = value.lower()
     return ContentType(f"{m.group(1)}/{m.group(2)}", parse_params(m.group(3), "Content-Type"))
 
 

@@ -235,7 +235,9 @@ class Message:
             name = display_name(key)
             index = self._index
             lines = (index if index is not None else self._idx()).get(key, ())
-            if len(lines) == 1 and "," not in lines[0]:
+            if not lines:
+                v = []
+            elif len(lines) == 1 and "," not in lines[0]:
                 v = [parse_name_addr(lines[0], name, allow_star=allow_star)]
             else:
                 v = [parse_name_addr(e, name, allow_star=allow_star) for e in self.values(key)]
@@ -272,7 +274,9 @@ class Message:
             return cache["max-forwards"]
         raw = self._single("max-forwards")
         v = None
-        if raw is not None:
+        if raw is not None and len(raw) < 3 and raw.isdigit() and raw.isascii():
+            v = int(raw)
+        elif raw is not None:
             # RFC 3261 §20.22: 1*DIGIT, 0-255 in practice; leading zeros allowed (RFC 4475 §3.1.1.1).
             digits = raw.lstrip("0") or "0"
             if not raw.isdigit() or not raw.isascii() or len(digits) > 3 or int(digits) > 255:

@@ -73,7 +73,7 @@ class PortAllocator:
         min_port: int = 10000,
         max_port: int = 20000,
         *,
-        receive_buffer: int = RECEIVE_BUFFER,
+        receive_buffer: int | None = RECEIVE_BUFFER,
     ) -> None:
         if min_port % 2:
             min_port += 1
@@ -134,8 +134,11 @@ class PortAllocator:
             if exc.errno in (errno.EADDRINUSE, errno.EACCES):
                 return None
             raise
-        granted = enlarge_receive_buffer(sockets[0], self.receive_buffer)
-        enlarge_receive_buffer(sockets[1], 256 * 1024)
+        if self.receive_buffer is None:
+            granted = 0  # the kernel's default, not asked for (ports held, never read)
+        else:
+            granted = enlarge_receive_buffer(sockets[0], self.receive_buffer)
+            enlarge_receive_buffer(sockets[1], 256 * 1024)
         return PortPair(
             host=self.host,
             rtp_port=port,

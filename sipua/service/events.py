@@ -61,6 +61,7 @@ ProviderType = Literal["sip", "twilio", "telnyx", "browser"]
 ProviderStatus = Literal["connecting", "connected", "disconnected", "failed"]
 
 PROVIDER_STATUSES: tuple[str, ...] = ("connecting", "connected", "disconnected", "failed")
+_PROVIDER_TYPES = {status: f"session.provider.{status}" for status in PROVIDER_STATUSES}
 TRANSFER_OUTCOMES: tuple[str, ...] = ("accepted", "completed", "failed")
 EVENT_TYPES: tuple[str, ...] = (
     *(f"session.provider.{status}" for status in PROVIDER_STATUSES),
@@ -90,8 +91,30 @@ def new_event_id() -> str:
     return EVENT_ID_PREFIX + _ids.new()
 
 
+_last_iso: tuple[datetime, str] = (datetime.min, "")
+
+
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """``2024-05-01T12:00:00.123Z``. An event's time is written twice (log row, body) and
+    events come in bursts within a millisecond: the last one written is remembered."""
+    global _last_iso
+    last, text = _last_iso
+    if moment == last and (moment.tzinfo is None) == (last.tzinfo is None):
+        return text
+    if moment.tzinfo is UTC:  # the usual case: the publisher's clock; no conversion needed
+        text = moment.isoformat(timespec="milliseconds")[:-6] + "Z"
+    else:
+        text = moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    _last_iso = (moment, text)
+    return text
+
+
+# One compact encoder for every event body, built once (``json.dumps`` with options builds a
+# JSONEncoder per call). Event payloads are our own dicts, never circular.
+_encoder = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), default=str, check_circular=False
+)
+_dumps = _encoder.encode
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,9 +140,7 @@ class SessionEvent:
 
     def body(self) -> bytes:
         """Compact UTF-8 JSON; computed once per delivery attempt set, never re-ordered."""
-        return json.dumps(
-            self.to_dict(), ensure_ascii=False, separators=(",", ":"), default=str
-        ).encode()
+        return _dumps(self.to_dict()).encode()
 
 
 # -- media quality ---------------------------------------------------------------------------
@@ -257,15 +278,25 @@ class EventPublisher:
         provider: Mapping[str, Any] | None,
         data: Mapping[str, Any] | None = None,
     ) -> SessionEvent:
+        return self._event(type_, session_id, provider, dict(data or {}))
+
+    def _event(
+        self,
+        type_: str,
+        session_id: str,
+        provider: Mapping[str, Any] | None,
+        data: dict[str, Any],
+    ) -> SessionEvent:
+        """:meth:`make_event` with ``data`` a new dict of the caller's, taken as it is."""
         now = self._clock()
         return SessionEvent(
-            id=new_event_id(),
-            type=type_,
+            new_event_id(),
+            type_,
             # Milliseconds, as serialized: the logged event equals the live one.
-            created_at=now.replace(microsecond=now.microsecond // 1000 * 1000),
-            session_id=session_id,
-            provider=provider,
-            data=dict(data or {}),
+            now.replace(microsecond=now.microsecond // 1000 * 1000),
+            session_id,
+            provider,
+            data,
         )
 
     def publish_provider_event(
@@ -295,7 +326,7 @@ class EventPublisher:
         if status == "disconnected":
             payload["quality"] = quality_from_stats(stats if isinstance(stats, Mapping) else None)
         payload = {"participant_id": pid, **payload}
-        event = self.make_event(f"session.provider.{status}", session_id, provider, payload)
+        event = self._event(_PROVIDER_TYPES[status], session_id, provider, payload)
         self.publish(event)
         # After publishing: the last participant's disconnected comes before session.ended.
         self._track(session_id, pid, provider, status, event, payload)
@@ -452,14 +483,40 @@ class EventPublisher:
         """Map one UA bus event to product events (SIP participants)."""
         ids = {"sip_call_id": event.call_id}
         common = {"transport": event.transport, "remote": event.remote}
-        context = {
-            "session_id": event.session_id,
-            "call_id": event.call_id,
-            "leg_id": event.leg_id,
-            "transport": event.transport,
-            "peer": event.remote,
-        }
-        if isinstance(event, DtmfReceived):
+        # The event classes are disjoint: the three of every call are tested first, and the
+        # log context is only built when the record would be emitted.
+        if isinstance(event, CallConnecting):
+            status, data = "connecting", common
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("call connecting", extra=_log_context(event))
+        elif isinstance(event, CallConnected):
+            status = "connected"
+            data = {**common, "codec": event.codec, "secure": event.secure}
+            if log.isEnabledFor(logging.INFO):
+                log.info("call connected (%s)", event.codec, extra=_log_context(event))
+        elif isinstance(event, CallDisconnected):
+            status = "disconnected"
+            data = {
+                **common,
+                "reason": event.reason,
+                "duration_s": round(event.duration, 3),
+                "stats": event.stats,
+            }
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    "call disconnected: %s after %.1fs",
+                    event.reason,
+                    event.duration,
+                    extra=_log_context(event),
+                )
+        elif isinstance(event, CallFailed):
+            status = "failed"
+            data = {**common, "reason": event.reason, "status_code": event.status or None}
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    "call failed: %s %s", event.status, event.reason, extra=_log_context(event)
+                )
+        elif isinstance(event, DtmfReceived):
             self.publish_dtmf(
                 event.session_id,
                 event.digit,
@@ -469,33 +526,11 @@ class EventPublisher:
                 provider_ids=ids,
                 participant_id=event.leg_id,
             )
-            log.debug("DTMF %s received", event.digit, extra=context)
+            log.debug("DTMF %s received", event.digit, extra=_log_context(event))
             return
-        if isinstance(event, TransferAccepted | TransferCompleted | TransferFailed):
-            self._on_transfer(event, ids, {"target": event.target, **common}, context)
+        elif isinstance(event, TransferAccepted | TransferCompleted | TransferFailed):
+            self._on_transfer(event, ids, {"target": event.target, **common}, _log_context(event))
             return
-        if isinstance(event, CallConnecting):
-            status, data = "connecting", common
-            log.debug("call connecting", extra=context)
-        elif isinstance(event, CallConnected):
-            status = "connected"
-            data = {**common, "codec": event.codec, "secure": event.secure}
-            log.info("call connected (%s)", event.codec, extra=context)
-        elif isinstance(event, CallDisconnected):
-            status = "disconnected"
-            data = {
-                **common,
-                "reason": event.reason,
-                "duration_s": round(event.duration, 3),
-                "stats": event.stats,
-            }
-            log.info(
-                "call disconnected: %s after %.1fs", event.reason, event.duration, extra=context
-            )
-        elif isinstance(event, CallFailed):
-            status = "failed"
-            data = {**common, "reason": event.reason, "status_code": event.status or None}
-            log.info("call failed: %s %s", event.status, event.reason, extra=context)
         else:
             return
         self.publish_provider_event(
@@ -556,6 +591,16 @@ def _main_id(provider_type: str, provider_ids: Mapping[str, str]) -> str:
         if value:
             return str(value)
     return f"{provider_type}-unknown"
+
+
+def _log_context(event: CallEvent) -> dict[str, str]:
+    return {
+        "session_id": event.session_id,
+        "call_id": event.call_id,
+        "leg_id": event.leg_id,
+        "transport": event.transport,
+        "peer": event.remote,
+    }
 
 
 def _ids_only(provider: Mapping[str, Any]) -> dict[str, Any]:

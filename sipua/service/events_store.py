@@ -16,11 +16,12 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from sipua.service.events import SessionEvent
+from sipua.service.events import _iso as _event_iso
 from sipua.service.sqlite import Database
 from sipua.service.store import DB_FILENAME, StoreError
 
@@ -118,9 +119,7 @@ class EventStore(Protocol):
 
 
 def _iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return None if moment is None else _event_iso(moment)
 
 
 def _parse_time(text: str | None) -> datetime | None:

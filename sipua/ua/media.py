@@ -74,7 +74,8 @@ class HeldPortsBackend:
     ) -> None:
         from sipua.media.ports import PortAllocator
 
-        self.allocator = PortAllocator(host, min_port, max_port)
+        # Nothing reads these sockets: large receive buffers would only hold what is dropped.
+        self.allocator = PortAllocator(host, min_port, max_port, receive_buffer=None)
         self.advertised_host = advertised_host
 
     def open_leg(self, session: Any, leg_id: str, on_event: Any = None) -> HeldPortsLeg:

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from sipua.transport.peer import Peer
+
 
 @dataclass(frozen=True, slots=True)
 class TracedMessage:
@@ -52,7 +54,8 @@ class SipTrace:
         self.max_total_bytes = max_total_bytes
         self._total_bytes = 0
         self._clock = clock
-        self._calls: OrderedDict[str, list[TracedMessage]] = OrderedDict()
+        # Call-ID -> (time, direction, transport, remote, local, call_id, data) tuples
+        self._calls: OrderedDict[str, list[tuple[Any, ...]]] = OrderedDict()
         self._sessions: OrderedDict[str, dict[str, None]] = OrderedDict()  # session -> Call-IDs
         self.dropped = 0  # messages not kept because their call had max_messages already
 
@@ -85,20 +88,20 @@ class SipTrace:
         self._total_bytes += len(data)
         while self._total_bytes > self.max_total_bytes and len(calls) > 1:
             self._forget_oldest()
-        remote = getattr(peer, "addr", None) or ("", 0)
-        if direction == "in":
-            remote = getattr(peer, "source", None) or remote
-        messages.append(
-            TracedMessage(
-                self._clock(),
-                direction,
-                getattr(peer, "transport", "udp"),
-                (str(remote[0]), int(remote[1])),
-                local if local is not None else getattr(peer, "local", None),
-                call_id,
-                data,
-            )
-        )
+        if type(peer) is Peer:
+            remote = peer.source if direction == "in" else peer.addr
+            transport = peer.transport
+            if local is None:
+                local = peer.local
+        else:
+            remote = getattr(peer, "addr", None) or ("", 0)
+            if direction == "in":
+                remote = getattr(peer, "source", None) or remote
+            transport = getattr(peer, "transport", "udp")
+            if local is None:
+                local = getattr(peer, "local", None)
+        # Kept as a plain tuple (cheap on the call path); read back as a TracedMessage.
+        messages.append((self._clock(), direction, transport, remote, local, call_id, data))
 
     def record_message(self, direction: str, message: Any, data: bytes, peer: Any) -> None:
         """Keep ``message`` (parsed) as ``data`` (its wire form); only an INVITE opens a trace."""
@@ -108,7 +111,7 @@ class SipTrace:
 
     def _forget_oldest(self) -> None:
         _, messages = self._calls.popitem(last=False)
-        self._total_bytes -= sum(len(m.data) for m in messages)
+        self._total_bytes -= sum(len(m[6]) for m in messages)
 
     @property
     def total_bytes(self) -> int:
@@ -140,7 +143,20 @@ class SipTrace:
         """The messages of these calls, in the order they were seen."""
         out: list[TracedMessage] = []
         for call_id in dict.fromkeys(call_ids):
-            out.extend(self._calls.get(call_id, ()))
+            for when, direction, transport, remote, local, cid, data in self._calls.get(
+                call_id, ()
+            ):
+                out.append(
+                    TracedMessage(
+                        when,
+                        direction,
+                        transport,
+                        (str(remote[0]), int(remote[1])),
+                        local,
+                        cid,
+                        data,
+                    )
+                )
         out.sort(key=lambda m: m.time)
         return out
 

@@ -369,6 +369,45 @@ error:
     return NULL;
 }
 
+/* ``sip:...;params`` without <>: the URI is left to parse when used, as headers.py does for
+ * this form; values with characters that form would refuse or treat specially are declined. */
+static PyObject *
+parse_addr_spec(PyObject *text, const char *p, const char *end)
+{
+    const char *q, *semi = NULL;
+    PyObject *na, *v;
+    for (q = p; q < end; q++) {
+        if (strchr(" \t<>\"?,", *q) != NULL || *q == '\0')
+            return NULL;
+        if (*q == ';' && semi == NULL)
+            semi = q;
+    }
+    if (semi == NULL)
+        semi = end;
+    na = new_instance(&ci_name_addr);
+    if (na == NULL)
+        return NULL;
+    v = parse_params(semi, end, C_TOKEN, C_PVAL);
+    if (v == NULL)
+        goto error;
+    set_slot(na, ci_name_addr.off[N_PARAMS], v);
+    if ((v = ascii_str(p, semi - p)) == NULL)
+        goto error;
+    set_slot(na, ci_name_addr.off[N_URI_TEXT], v);
+    Py_INCREF(Py_None);
+    set_slot(na, ci_name_addr.off[N_URI], Py_None);
+    Py_INCREF(Py_None);
+    set_slot(na, ci_name_addr.off[N_DISPLAY], Py_None);
+    Py_INCREF(Py_False);
+    set_slot(na, ci_name_addr.off[N_BRACKETED], Py_False);
+    Py_INCREF(text);
+    set_slot(na, ci_name_addr.off[N_TEXT], text);
+    return na;
+error:
+    Py_DECREF(na);
+    return NULL;
+}
+
 PyObject *
 parse_name_addr(PyObject *text)
 {
@@ -377,6 +416,8 @@ parse_name_addr(PyObject *text)
     const char *d0 = NULL, *d1 = NULL, *u0, *u1;
     PyObject *na, *uri, *v;
 
+    if ((end - p > 4 && memcmp(p, "sip:", 4) == 0) || (end - p > 5 && memcmp(p, "sips:", 5) == 0))
+        return parse_addr_spec(text, p, end);
     if (p < end && *p == '"') {
         d0 = ++p;
         while (p < end && IS(*p, C_QDISP))

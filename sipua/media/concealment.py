@@ -9,21 +9,22 @@ in -dBov; levels below -90 dBov are plain silence.
 from __future__ import annotations
 
 import random
-from array import array
+
+import numpy as np
 
 FADE_FRAMES = 4  # concealed frames before silence (80 ms at 20 ms)
 _NOISE_TABLE_SAMPLES = 8192
-_noise_table: array | None = None
+_noise_table: np.ndarray | None = None
 
 
-def _noise() -> array:
+def _noise() -> np.ndarray:
     global _noise_table
     if _noise_table is None:
         rng = random.Random(3389)
-        # Uniform in [-1, 1] has RMS 1/sqrt(3); scale to unit RMS.
-        _noise_table = array(
-            "d", (rng.uniform(-1.0, 1.0) * 3**0.5 for _ in range(_NOISE_TABLE_SAMPLES))
-        )
+        # Uniform in [-1, 1] has RMS 1/sqrt(3); scale to unit RMS. Stored twice over, so a
+        # frame starting anywhere in the first copy is one contiguous slice.
+        table = np.array([rng.uniform(-1.0, 1.0) * 3**0.5 for _ in range(_NOISE_TABLE_SAMPLES)])
+        _noise_table = np.concatenate((table, table))
     return _noise_table
 
 
@@ -33,14 +34,18 @@ class Concealer:
     def __init__(self, frame_samples: int) -> None:
         self.frame_samples = frame_samples
         self._silence = bytes(2 * frame_samples)
-        self._last: array | None = None
+        self._last: bytes | None = None
         self._run = 0  # consecutive concealed frames
         self._noise_pos = 0
+        # The fade of every concealed frame: frame k (from 1) runs from 1 - (k-1)/FADE_FRAMES
+        # down by 1/(FADE_FRAMES * frame_samples) per sample.
+        step = 1.0 / (FADE_FRAMES * frame_samples)
+        self._ramp = np.arange(frame_samples) * -step
 
     def good(self, pcm: bytes) -> None:
         """Remember the last frame that really arrived."""
         if len(pcm) == 2 * self.frame_samples:
-            self._last = array("h", pcm)
+            self._last = pcm
         self._run = 0
 
     def conceal(self) -> bytes:
@@ -50,13 +55,9 @@ class Concealer:
         if last is None or self._run > FADE_FRAMES:
             return self._silence
         start = 1.0 - (self._run - 1) / FADE_FRAMES
-        step = -1.0 / (FADE_FRAMES * self.frame_samples)
-        out = array("h", bytes(2 * self.frame_samples))
-        gain = start
-        for i in range(self.frame_samples):
-            out[i] = int(last[i] * gain)
-            gain += step
-        return out.tobytes()
+        samples = np.frombuffer(last, dtype="<i2")
+        # Truncated toward zero, as int() does; |gain| <= 1 keeps it inside int16.
+        return (samples * (self._ramp + start)).astype("<i2").tobytes()
 
     def comfort_noise(self, level_dbov: int) -> bytes:
         """One frame of noise at ``-level_dbov`` dBov (RFC 3389 §3.1)."""
@@ -64,12 +65,14 @@ class Concealer:
         if level_dbov >= 90:
             return self._silence
         rms = 32767.0 * 10 ** (-level_dbov / 20)
-        table = _noise()
         pos = self._noise_pos
-        out = array("h", bytes(2 * self.frame_samples))
-        for i in range(self.frame_samples):
-            out[i] = max(-32768, min(32767, int(table[(pos + i) % _NOISE_TABLE_SAMPLES] * rms)))
-        self._noise_pos = (pos + self.frame_samples) % _NOISE_TABLE_SAMPLES
+        n = self.frame_samples
+        if n <= _NOISE_TABLE_SAMPLES:
+            noise = _noise()[pos : pos + n]
+        else:
+            noise = np.resize(np.roll(_noise()[:_NOISE_TABLE_SAMPLES], -pos), n)
+        out = np.clip(noise * rms, -32768, 32767).astype("<i2")
+        self._noise_pos = (pos + n) % _NOISE_TABLE_SAMPLES
         return out.tobytes()
 
     @property

@@ -83,8 +83,8 @@ INVITES = make_invites(4096)
 _next_invite = itertools.cycle(INVITES).__next__
 
 
-def parse_once() -> tuple:
-    msg = parse_message(_next_invite())
+def typed_values(msg) -> tuple:
+    """What the transaction and dialog layers read of a new INVITE."""
     via = msg.top_via
     from_ = msg.from_
     to = msg.to
@@ -102,28 +102,15 @@ def parse_once() -> tuple:
         msg.contact[0].uri.host,
         msg.content_length,
     )
+
+
+def parse_once() -> tuple:
+    return typed_values(parse_message(_next_invite()))
 
 
 def parse_once_py() -> tuple:
     """The same with the pure-Python parser (what runs where the C extension is absent)."""
-    msg = parse_message_py(_next_invite())
-    via = msg.top_via
-    from_ = msg.from_
-    to = msg.to
-    cseq = msg.cseq
-    return (
-        via.branch,
-        via.rport,
-        from_.tag,
-        from_.uri.user,
-        to.tag,
-        to.uri.user,
-        msg.call_id,
-        cseq.seq,
-        cseq.method,
-        msg.contact[0].uri.host,
-        msg.content_length,
-    )
+    return typed_values(parse_message_py(_next_invite()))
 
 
 def split_once() -> list:

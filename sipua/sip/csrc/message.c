@@ -41,50 +41,49 @@ single(PyObject *index, PyObject *key)
     return PyList_GET_ITEM(lst, 0);
 }
 
-/* Parse what can be parsed of the typed values into the message's cache. Values not of
- * the common shape are left for the lazy Python accessors (which word their errors). */
+/* cache[key] = v (or [v] when as_list), stealing v; a NULL v with no exception set is a value
+ * not of the common shape, left for the lazy Python accessor (which words its error). */
+static int
+cache_value(PyObject *cache, PyObject *key, PyObject *v, int as_list)
+{
+    int rc;
+    if (v == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (as_list) {
+        PyObject *lst = PyList_New(1);
+        if (lst == NULL) {
+            Py_DECREF(v);
+            return -1;
+        }
+        PyList_SET_ITEM(lst, 0, v);
+        v = lst;
+    }
+    rc = PyDict_SetItem(cache, key, v);
+    Py_DECREF(v);
+    return rc;
+}
+
+static int
+no_comma(PyObject *raw)
+{
+    return PyUnicode_FindChar(raw, ',', 0, PyUnicode_GET_LENGTH(raw), 1) == -1;
+}
+
+/* Parse what can be parsed of the typed values into the message's cache, as the Python
+ * accessors would: one Via or Contact line without commas, one From, To, Call-ID, CSeq. */
 static int
 prefill(PyObject *index, PyObject *cache)
 {
-    PyObject *raw, *v, *lst;
-    if ((raw = single(index, k_via)) != NULL &&
-        PyUnicode_FindChar(raw, ',', 0, PyUnicode_GET_LENGTH(raw), 1) == -1) {
-        if ((v = parse_via(raw)) != NULL) {
-            lst = PyList_New(1);
-            if (lst == NULL) {
-                Py_DECREF(v);
-                return -1;
-            }
-            PyList_SET_ITEM(lst, 0, v);
-            if (PyDict_SetItem(cache, k_via, lst) < 0) {
-                Py_DECREF(lst);
-                return -1;
-            }
-            Py_DECREF(lst);
-        }
-        else if (PyErr_Occurred())
-            return -1;
-    }
-    if ((raw = single(index, k_from)) != NULL) {
-        if ((v = parse_name_addr(raw)) != NULL) {
-            int rc = PyDict_SetItem(cache, k_from, v);
-            Py_DECREF(v);
-            if (rc < 0)
-                return -1;
-        }
-        else if (PyErr_Occurred())
-            return -1;
-    }
-    if ((raw = single(index, k_to)) != NULL) {
-        if ((v = parse_name_addr(raw)) != NULL) {
-            int rc = PyDict_SetItem(cache, k_to, v);
-            Py_DECREF(v);
-            if (rc < 0)
-                return -1;
-        }
-        else if (PyErr_Occurred())
-            return -1;
-    }
+    PyObject *raw;
+    if ((raw = single(index, k_via)) != NULL && no_comma(raw) &&
+        cache_value(cache, k_via, parse_via(raw), 1) < 0)
+        return -1;
+    if ((raw = single(index, k_from)) != NULL &&
+        cache_value(cache, k_from, parse_name_addr(raw), 0) < 0)
+        return -1;
+    if ((raw = single(index, k_to)) != NULL &&
+        cache_value(cache, k_to, parse_name_addr(raw), 0) < 0)
+        return -1;
     if ((raw = single(index, k_call_id)) != NULL) {
         const char *p = (const char *)PyUnicode_DATA(raw);
         Py_ssize_t n = PyUnicode_GET_LENGTH(raw), k;
@@ -93,34 +92,12 @@ prefill(PyObject *index, PyObject *cache)
         if (n > 0 && k == n && PyDict_SetItem(cache, k_call_id, raw) < 0)
             return -1;
     }
-    if ((raw = single(index, k_cseq)) != NULL) {
-        if ((v = parse_cseq(raw)) != NULL) {
-            int rc = PyDict_SetItem(cache, k_cseq, v);
-            Py_DECREF(v);
-            if (rc < 0)
-                return -1;
-        }
-        else if (PyErr_Occurred())
-            return -1;
-    }
-    if ((raw = single(index, k_contact)) != NULL &&
-        PyUnicode_FindChar(raw, ',', 0, PyUnicode_GET_LENGTH(raw), 1) == -1) {
-        if ((v = parse_name_addr(raw)) != NULL) {
-            lst = PyList_New(1);
-            if (lst == NULL) {
-                Py_DECREF(v);
-                return -1;
-            }
-            PyList_SET_ITEM(lst, 0, v);
-            if (PyDict_SetItem(cache, k_contact, lst) < 0) {
-                Py_DECREF(lst);
-                return -1;
-            }
-            Py_DECREF(lst);
-        }
-        else if (PyErr_Occurred())
-            return -1;
-    }
+    if ((raw = single(index, k_cseq)) != NULL &&
+        cache_value(cache, k_cseq, parse_cseq(raw), 0) < 0)
+        return -1;
+    if ((raw = single(index, k_contact)) != NULL && no_comma(raw) &&
+        cache_value(cache, k_contact, parse_name_addr(raw), 1) < 0)
+        return -1;
     return 0;
 }
 

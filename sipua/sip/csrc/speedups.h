@@ -72,6 +72,23 @@ ascii_str(const char *p, Py_ssize_t n)
     return s;
 }
 
+/* ascii_str(p0, p1 - p0), or a new reference to None when p0 is NULL */
+static inline PyObject *
+opt_str(const char *p0, const char *p1)
+{
+    if (p0 == NULL)
+        Py_RETURN_NONE;
+    return ascii_str(p0, p1 - p0);
+}
+
+/* the port as an int, or None when it is negative (absent) */
+static inline PyObject *
+opt_port(long port)
+{
+    if (port < 0)
+        Py_RETURN_NONE;
+    return PyLong_FromLong(port);
+}
 
 /* values.c */
 void init_classes(void);

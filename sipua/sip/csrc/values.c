@@ -259,35 +259,17 @@ parse_sip_uri(const char *p, const char *end)
     set_slot(uri, ci_sip_uri.off[U_PARAMS], v);
     Py_INCREF(scheme);
     set_slot(uri, ci_sip_uri.off[U_SCHEME], scheme);
-    if (user0 != NULL) {
-        if ((v = ascii_str(user0, user1 - user0)) == NULL)
-            goto error;
-    }
-    else {
-        v = Py_None;
-        Py_INCREF(v);
-    }
+    if ((v = opt_str(user0, user1)) == NULL)
+        goto error;
     set_slot(uri, ci_sip_uri.off[U_USER], v);
-    if (pw0 != NULL) {
-        if ((v = ascii_str(pw0, pw1 - pw0)) == NULL)
-            goto error;
-    }
-    else {
-        v = Py_None;
-        Py_INCREF(v);
-    }
+    if ((v = opt_str(pw0, pw1)) == NULL)
+        goto error;
     set_slot(uri, ci_sip_uri.off[U_PASSWORD], v);
     if ((v = ascii_str(host0, host1 - host0)) == NULL)
         goto error;
     set_slot(uri, ci_sip_uri.off[U_HOST], v);
-    if (port >= 0) {
-        if ((v = PyLong_FromLong(port)) == NULL)
-            goto error;
-    }
-    else {
-        v = Py_None;
-        Py_INCREF(v);
-    }
+    if ((v = opt_port(port)) == NULL)
+        goto error;
     set_slot(uri, ci_sip_uri.off[U_PORT], v);
     Py_INCREF(Py_None);
     set_slot(uri, ci_sip_uri.off[U_HEADERS], Py_None);
@@ -352,14 +334,8 @@ parse_via(PyObject *text)
     if ((v = ascii_str(host0, host1 - host0)) == NULL)
         goto error;
     set_slot(via, ci_via.off[V_HOST], v);
-    if (port >= 0) {
-        if ((v = PyLong_FromLong(port)) == NULL)
-            goto error;
-    }
-    else {
-        v = Py_None;
-        Py_INCREF(v);
-    }
+    if ((v = opt_port(port)) == NULL)
+        goto error;
     set_slot(via, ci_via.off[V_PORT], v);
     Py_INCREF(text);
     set_slot(via, ci_via.off[V_TEXT], text);
@@ -369,13 +345,37 @@ error:
     return NULL;
 }
 
+/* A NameAddr of these parts; steals uri_text, uri, display and params (each may be NULL
+ * only on an earlier error, then the rest are released and NULL returned). */
+static PyObject *
+new_name_addr(PyObject *text, PyObject *display, PyObject *uri_text, PyObject *uri,
+              PyObject *params, int bracketed)
+{
+    PyObject *na;
+    if (display == NULL || uri_text == NULL || uri == NULL || params == NULL ||
+        (na = new_instance(&ci_name_addr)) == NULL) {
+        Py_XDECREF(display);
+        Py_XDECREF(uri_text);
+        Py_XDECREF(uri);
+        Py_XDECREF(params);
+        return NULL;
+    }
+    set_slot(na, ci_name_addr.off[N_DISPLAY], display);
+    set_slot(na, ci_name_addr.off[N_URI_TEXT], uri_text);
+    set_slot(na, ci_name_addr.off[N_URI], uri);
+    set_slot(na, ci_name_addr.off[N_PARAMS], params);
+    set_slot(na, ci_name_addr.off[N_BRACKETED], Py_NewRef(bracketed ? Py_True : Py_False));
+    set_slot(na, ci_name_addr.off[N_TEXT], Py_NewRef(text));
+    return na;
+}
+
 /* ``sip:...;params`` without <>: the URI is left to parse when used, as headers.py does for
  * this form; values with characters that form would refuse or treat specially are declined. */
 static PyObject *
 parse_addr_spec(PyObject *text, const char *p, const char *end)
 {
     const char *q, *semi = NULL;
-    PyObject *na, *v;
+    PyObject *params;
     for (q = p; q < end; q++) {
         if (strchr(" \t<>\"?,", *q) != NULL || *q == '\0')
             return NULL;
@@ -384,28 +384,11 @@ parse_addr_spec(PyObject *text, const char *p, const char *end)
     }
     if (semi == NULL)
         semi = end;
-    na = new_instance(&ci_name_addr);
-    if (na == NULL)
+    params = parse_params(semi, end, C_TOKEN, C_PVAL);
+    if (params == NULL)
         return NULL;
-    v = parse_params(semi, end, C_TOKEN, C_PVAL);
-    if (v == NULL)
-        goto error;
-    set_slot(na, ci_name_addr.off[N_PARAMS], v);
-    if ((v = ascii_str(p, semi - p)) == NULL)
-        goto error;
-    set_slot(na, ci_name_addr.off[N_URI_TEXT], v);
-    Py_INCREF(Py_None);
-    set_slot(na, ci_name_addr.off[N_URI], Py_None);
-    Py_INCREF(Py_None);
-    set_slot(na, ci_name_addr.off[N_DISPLAY], Py_None);
-    Py_INCREF(Py_False);
-    set_slot(na, ci_name_addr.off[N_BRACKETED], Py_False);
-    Py_INCREF(text);
-    set_slot(na, ci_name_addr.off[N_TEXT], text);
-    return na;
-error:
-    Py_DECREF(na);
-    return NULL;
+    return new_name_addr(text, Py_NewRef(Py_None), ascii_str(p, semi - p), Py_NewRef(Py_None),
+                         params, 0);
 }
 
 PyObject *
@@ -414,7 +397,7 @@ parse_name_addr(PyObject *text)
     const char *p = (const char *)PyUnicode_DATA(text);
     const char *end = p + PyUnicode_GET_LENGTH(text);
     const char *d0 = NULL, *d1 = NULL, *u0, *u1;
-    PyObject *na, *uri, *v;
+    PyObject *uri, *uri_text, *params;
 
     if ((end - p > 4 && memcmp(p, "sip:", 4) == 0) || (end - p > 5 && memcmp(p, "sips:", 5) == 0))
         return parse_addr_spec(text, p, end);
@@ -456,37 +439,14 @@ parse_name_addr(PyObject *text)
     uri = parse_sip_uri(u0, u1);
     if (uri == NULL)
         return NULL;
-    na = new_instance(&ci_name_addr);
-    if (na == NULL) {
+    params = parse_params(p, end, C_TOKEN, C_PVAL);
+    if (params == NULL) {
         Py_DECREF(uri);
         return NULL;
     }
-    set_slot(na, ci_name_addr.off[N_URI], uri);
-    v = parse_params(p, end, C_TOKEN, C_PVAL);
-    if (v == NULL)
-        goto error;
-    set_slot(na, ci_name_addr.off[N_PARAMS], v);
     /* the URI's text object is the uri_text */
-    v = *(PyObject **)((char *)uri + ci_sip_uri.off[U_TEXT]);
-    Py_INCREF(v);
-    set_slot(na, ci_name_addr.off[N_URI_TEXT], v);
-    if (d0 != NULL) {
-        if ((v = ascii_str(d0, d1 - d0)) == NULL)
-            goto error;
-    }
-    else {
-        v = Py_None;
-        Py_INCREF(v);
-    }
-    set_slot(na, ci_name_addr.off[N_DISPLAY], v);
-    Py_INCREF(Py_True);
-    set_slot(na, ci_name_addr.off[N_BRACKETED], Py_True);
-    Py_INCREF(text);
-    set_slot(na, ci_name_addr.off[N_TEXT], text);
-    return na;
-error:
-    Py_DECREF(na);
-    return NULL;
+    uri_text = Py_NewRef(*(PyObject **)((char *)uri + ci_sip_uri.off[U_TEXT]));
+    return new_name_addr(text, opt_str(d0, d1), uri_text, uri, params, 1);
 }
 
 PyObject *

@@ -243,7 +243,12 @@ async def start_service(settings: Settings) -> RunningService:
         timeout_graceful_shutdown=3,
     )
     http = uvicorn.Server(config)
-    http.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # we own the signals
+    # We own SIGINT/SIGTERM (serve() ends streams and calls first, then stops HTTP). uvicorn
+    # would take them over when its task first runs: install_signal_handlers() in older
+    # releases, capture_signals() in newer ones. Were it to win, a SIGTERM would make uvicorn
+    # close every WebSocket with 1012 before the streams could say why they end.
+    http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    http.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
     http_task = asyncio.get_running_loop().create_task(http.serve(sockets=[http_sock]))
     return RunningService(
         settings,

@@ -203,6 +203,25 @@ Event = (
 )
 
 
+# States in which a transaction only absorbs or answers retransmissions until a timer ends it.
+SETTLED = frozenset((State.COMPLETED, State.CONFIRMED, State.ACCEPTED))
+
+
+def shed(tx: Transaction) -> None:
+    """Drop the lookup tables of a settled transaction's messages; they are rebuilt if read.
+
+    A settled transaction lives on for up to 64*T1 (32 s) only to match retransmissions by
+    its key. At thousands of calls per second that is tens of thousands of messages whose
+    header index (a dict of lists) and parsed values would otherwise stay alive, and be
+    walked by the cyclic garbage collector, for nothing. The messages themselves (fields and
+    body) are kept, so nothing is lost.
+    """
+    for message in (tx.request, tx.last_response):
+        if message is not None:
+            message._index = None
+            message._cache.clear()
+
+
 class TransactionLayer:
     """All transactions of one SIP element."""
 
@@ -228,6 +247,7 @@ class TransactionLayer:
         self._heap: list[tuple[float, int, Transaction, str]] = []
         self._seq = itertools.count()
         self._out: list[Outgoing] = []
+        self._settled: list[Transaction] = []  # to shed at the next input (see shed)
         self._events: list[Event] = []
         self._event_pos = 0
         self.counters: dict[str, int] = {
@@ -282,6 +302,8 @@ class TransactionLayer:
     # -- input: time -------------------------------------------------------------
 
     def handle_timer(self, now: float) -> None:
+        if self._settled:
+            self._shed_settled()
         heap = self._heap
         while heap and heap[0][0] <= now:
             when, _, tx, name = heapq.heappop(heap)
@@ -299,10 +321,20 @@ class TransactionLayer:
         the caller answers a request with ``error.status`` statelessly and
         drops a response (RFC 3261 §18.1.2).
         """
+        if self._settled:
+            self._shed_settled()
         if isinstance(message, Response):
             self._receive_response(message, now)
         else:
             self._receive_request(message, now, reliable)
+
+    def _shed_settled(self) -> None:
+        # At the next input, not when they settled: the messages they sent last have been
+        # pulled and recorded by then, with their parsed values still at hand.
+        settled = self._settled
+        self._settled = []
+        for tx in settled:
+            shed(tx)
 
     def _server_key(self, request: Request, method: str) -> tuple:
         via = request.top_via
@@ -555,6 +587,8 @@ class TransactionLayer:
 
     def _enter(self, tx: Transaction, state: State) -> None:
         tx.state = state
+        if state in SETTLED:
+            self._settled.append(tx)
         if state is State.TERMINATED:
             tx.deadlines.clear()
             table = self.server if tx.is_server else self.client
@@ -748,6 +782,7 @@ __all__ = [
     "Kind",
     "Outgoing",
     "ParseError",
+    "SETTLED",
     "RequestReceived",
     "ResponseReceived",
     "State",
@@ -757,4 +792,5 @@ __all__ = [
     "TransactionFailed",
     "TransactionLayer",
     "TransactionTimedOut",
+    "shed",
 ]

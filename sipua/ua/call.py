@@ -47,6 +47,7 @@ class Call:
         "answer_handle",
         "contact",
         "dialing",
+        "__weakref__",  # so tests can prove an ended call is not kept alive
     )
 
     def __init__(self, session: Any, invite: Request, invite_tx: Transaction, peer: Peer) -> None:

@@ -31,6 +31,7 @@ from sipua.sip.offer_answer import (
 )
 from sipua.sip.sdp import SdpError, parse_sdp
 from sipua.sip.transaction import (
+    SETTLED,
     AckReceived,
     AckTimedOut,
     CancelReceived,
@@ -41,6 +42,7 @@ from sipua.sip.transaction import (
     Transaction,
     TransactionFailed,
     TransactionTimedOut,
+    shed,
 )
 from sipua.sip.uri import SipUri, target_user
 from sipua.transport.manager import UDP_REQUEST_LIMIT
@@ -716,6 +718,28 @@ class Uas:
             self.counters["calls_failed"] += 1
             event = CallFailed(**self._event_fields(call), status=status or 0, reason=reason)
         self.bus.publish(event)
+        self._forget(call, keep_dialog)
+
+    @staticmethod
+    def _forget(call: Call, keep_dialog: bool) -> None:
+        """Let what outlives an ended incoming call stop pointing at it.
+
+        Its INVITE transaction waits out Timer L (32 s) after the 2xx and the dialog may be
+        kept by a BYE in flight; left pointing at the call, they would keep its SDP, media
+        leg and messages alive (and scanned by the collector) for that long, tens of
+        thousands of calls at a high call rate. What they still do without it: absorb
+        retransmissions (the layer) and drop a late ACK or CANCEL (no call: nothing to do).
+        An outgoing call keeps its link: a late 2xx to it must still be ACKed and ended.
+        """
+        if call.dialing is not None:
+            return
+        tx = call.invite_tx
+        if tx is not None and tx.user_data is call:
+            tx.user_data = None
+            if tx.state in SETTLED:
+                shed(tx)  # the call read its INVITE again since the layer shed it
+        if not keep_dialog and call.dialog is not None and call.dialog.user_data is call:
+            call.dialog.user_data = None
 
     # -- the session service's view --------------------------------------------------
 

@@ -138,3 +138,25 @@ def test_ipv6_dual_stack():
         assert pair.rtp_socket.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 0
     finally:
         pair.close()
+
+
+async def test_held_ports_backend_reuses_released_pairs_and_closes_them_at_the_end():
+    # Signalling-only runs: a pair given back at hang-up stays bound for the next call (up to
+    # ``keep``), so the SDP still names a port that is ours; beyond ``keep`` it is closed.
+    from sipua.ua.media import HeldPortsBackend
+
+    low, high = port_range(8)
+    backend = HeldPortsBackend("127.0.0.1", "127.0.0.1", low, high, keep=1)
+    first, second = backend.open_leg(None, "a"), backend.open_leg(None, "b")
+    assert _bound(first.local_port) and _bound(second.local_port)
+    first.close()
+    first.close()  # closing twice gives nothing back twice
+    second.close()  # beyond keep=1: closed and free again
+    assert _bound(first.local_port)  # kept for the next call
+    assert not _bound(second.local_port) and backend.allocator.in_use == 1
+    again = backend.open_leg(None, "c")
+    assert again.local_port == first.local_port and _bound(again.local_port)
+    assert backend.allocator.in_use == 1  # reused, not allocated anew
+    again.close()
+    await backend.close()
+    assert not _bound(first.local_port) and backend.allocator.in_use == 0

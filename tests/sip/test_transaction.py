@@ -672,6 +672,33 @@ def test_ist_ack_confirms_stops_g_and_timer_i_ends(timers):
     assert_empty(uas)
 
 
+def test_settled_transaction_sheds_its_parsed_headers_and_still_matches_and_answers():
+    # A settled transaction (here Completed after a 486) lives on for 64*T1 only to absorb
+    # retransmissions: at the next input it drops the header index and parsed values of its
+    # messages (the collector would walk them for 32 s), keeping the messages themselves.
+    net, uas, peer = server()
+    invite, tx = deliver_invite(net, peer, uas)
+    final = make_response(tx.request, 486, to_tag="busy")
+    uas.layer.respond(tx, final, net.now)
+    assert tx.request._index is not None and tx.request._cache  # still in use until the next input
+    uas.layer.handle_timer(net.now)  # the next input, before any timer is due
+    for message in (tx.request, tx.last_response):
+        assert message._index is None and message._cache == {}
+    net.run(until=0.25)
+    peer.send("uas", invite)  # a retransmission is still matched and answered
+    net.run(until=0.375)
+    assert [p.sent_at for p in uas.sent("486/INVITE")] == [0.0, 0.25]
+    assert {p.data for p in uas.sent("486/INVITE")} == {final.to_bytes()}
+    # What is read again is parsed again, to the same values.
+    assert tx.request.call_id == invite.call_id and tx.request.cseq == invite.cseq
+    assert tx.request.top_via.branch == invite.top_via.branch
+    assert tx.last_response.to.tag == "busy"
+    peer.send("uas", same_transaction(invite, "ACK", to=final.get("to")))
+    net.run(until=1.0)
+    assert tx.state is State.CONFIRMED  # still matched by its key after shedding
+    assert len(uas.events_of(RequestReceived)) == 1
+
+
 def test_ist_reliable_no_g_timer_i_zero_h_still_runs():
     net, uas, peer = server(reliable=True)
     invite, tx = deliver_invite(net, peer, uas)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import re
 import socket
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -333,6 +335,27 @@ async def test_bye_ends_the_call(ua: Harness) -> None:
     assert ua.ua.uas.active_calls("s1") == 0
     # The dialog is gone: another BYE in it is 481.
     assert (await ua.client.request(call.bye())).status == 481
+
+
+async def test_an_ended_call_is_not_kept_alive_by_its_lingering_transaction(ua: Harness) -> None:
+    # After the BYE the INVITE server transaction lingers (Accepted, Timer L: 32 s) to absorb
+    # retransmissions. It must not hold the call (SDP, media leg, messages) for that long.
+    call, _ = await ua.connect()
+    (ended,) = ua.ua.uas.all_calls()
+    ref = weakref.ref(ended)
+    tx = ended.invite_tx
+    del ended
+    assert (await ua.client.request(call.bye())).status == 200
+    await ua.wait_event(CallDisconnected)
+    assert tx in ua.ua.layer.server.values() and tx.user_data is None
+    gc.collect()
+    assert ref() is None
+    # The lingering transaction still absorbs a retransmitted INVITE: no new call, no event.
+    connected = len([e for e in ua.events if isinstance(e, CallConnected)])
+    await ua.client.send(tx.request.to_bytes())
+    assert (await ua.client.request(call.bye())).status == 481  # the exchange was processed
+    assert ua.ua.uas.active_calls("s1") == 0
+    assert len([e for e in ua.events if isinstance(e, CallConnected)]) == connected
 
 
 async def test_late_offer_answered_in_ack(ua: Harness) -> None:

@@ -11,6 +11,7 @@ generator's own scheduling, so an upper bound of the engine's added latency).
     python bench/media.py --calls 400 --duration 30 --srtp
     python bench/media.py --calls 100 --duration 20 --decode   # no fast path
     SIPUA_BENCH_APP_RATE=8000 python bench/media.py --calls 300 --decode  # 8 kHz app (Twilio-format bridge)
+    SIPUA_BENCH_PROFILE=/tmp/engine.prof python bench/media.py ...  # cProfile of the engine
 
 Prints packet loss, engine CPU (total and per call) and latency percentiles.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import gc
 import multiprocessing as mp
 import os
@@ -104,9 +106,16 @@ async def _engine(
     engine.clock.max_lateness = 0.0
     engine.clock.late_wakeups = 0
     gc.callbacks.append(on_gc)
+    profile_to = os.environ.get("SIPUA_BENCH_PROFILE")  # cProfile the engine into this file
+    profiler = cProfile.Profile() if profile_to else None
+    if profiler is not None:
+        profiler.enable()
     cpu0, wall0 = time.process_time(), time.perf_counter()
     await loop.run_in_executor(None, conn.recv)  # "stop"
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(profile_to)
     gc.callbacks.remove(on_gc)
     totals: dict[str, int] = {}
     for stream in streams:

@@ -24,6 +24,7 @@ next start.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import hashlib
 import hmac
@@ -216,6 +217,11 @@ class WebhookDispatcher:
         self._idle: asyncio.Event | None = None
         self._sem: asyncio.Semaphore | None = None
         self._intake_task: asyncio.Task[None] | None = None
+        # The event log is written on its own thread: SQLite releases the GIL while it works,
+        # so under load the writes overlap the event loop instead of taking its time.
+        self._writer: concurrent.futures.ThreadPoolExecutor | None = None
+        self._accepting: asyncio.Task[None] | None = None  # a batch being written
+        self._accepting_size = 0
         self.counters = {"submitted": 0, "dropped": 0, "delivered": 0, "failed": 0, "skipped": 0}
 
     @classmethod
@@ -251,6 +257,7 @@ class WebhookDispatcher:
                 ),
                 headers={"User-Agent": self.user_agent},
             )
+        self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="event-log")
         if resume:
             self._resume()
         self._intake_task = asyncio.get_running_loop().create_task(
@@ -277,6 +284,7 @@ class WebhookDispatcher:
 
         Events not delivered by then stay ``pending`` in the log for the next start.
         """
+        await self._settle_intake()
         self._drain_intake()
         if self._queued and self._idle is not None:
             with contextlib.suppress(TimeoutError):
@@ -289,8 +297,12 @@ class WebhookDispatcher:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self._settle_intake()  # a batch the cancelled intake loop had started
         self._channels.clear()
         self._queued = 0
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
         if self._own_client and self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -299,6 +311,7 @@ class WebhookDispatcher:
         """Wait until everything submitted so far is delivered or given up on (for tests)."""
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
+            await self._settle_intake()
             self._drain_intake()
             if not self._queued:
                 return True
@@ -312,7 +325,7 @@ class WebhookDispatcher:
     @property
     def queued(self) -> int:
         """Events accepted and not yet delivered or given up on."""
-        return self._queued + len(self._intake)
+        return self._queued + len(self._intake) + self._accepting_size
 
     # -- intake ------------------------------------------------------------------------------
 
@@ -335,18 +348,64 @@ class WebhookDispatcher:
 
     async def _intake_loop(self) -> None:
         assert self._wake is not None
+        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             self._wake.clear()
-            self._drain_intake()
+            while self._intake:
+                batch = self._take_batch()
+                self._accepting_size = len(batch)
+                task = self._accepting = loop.create_task(self._accept_off_loop(batch))
+                # Shielded: a stop() that cancels this loop still lets the batch finish.
+                await asyncio.shield(task)
             await asyncio.sleep(_INTAKE_GATHER)  # let a burst gather into one batch
 
+    async def _settle_intake(self) -> None:
+        """Wait for the batch being written, if any (its events are then enqueued)."""
+        task = self._accepting
+        if task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
+
+    def _take_batch(self) -> list[SessionEvent]:
+        return [self._intake.popleft() for _ in range(min(_INTAKE_BATCH, len(self._intake)))]
+
     def _drain_intake(self) -> None:
+        """Accept everything submitted, on the loop's thread (at stop, and for wait_idle)."""
         while self._intake:
-            batch = [self._intake.popleft() for _ in range(min(_INTAKE_BATCH, len(self._intake)))]
-            self._accept(batch)
+            self._accept(self._take_batch())
+
+    async def _accept_off_loop(self, batch: Sequence[SessionEvent]) -> None:
+        try:
+            records, items = self._sort(batch)
+            try:
+                await asyncio.get_running_loop().run_in_executor(
+                    self._writer, self._append, records
+                )
+            finally:
+                self._accepting = None
+                self._accepting_size = 0
+            for item in items:
+                self._enqueue(item)
+        except Exception:  # noqa: BLE001 - the intake loop must survive anything
+            log.exception("webhook intake failed for %d events", len(batch))
 
     def _accept(self, batch: Sequence[SessionEvent]) -> None:
+        records, items = self._sort(batch)
+        self._append(records)
+        for item in items:
+            self._enqueue(item)
+
+    def _append(self, records: Sequence[tuple[SessionEvent, DeliveryStatus, str | None]]) -> None:
+        try:
+            self.store.append(records)
+        except StoreError as exc:
+            log.error("could not record %d events: %s", len(records), exc)
+
+    def _sort(
+        self, batch: Sequence[SessionEvent]
+    ) -> tuple[list[tuple[SessionEvent, DeliveryStatus, str | None]], list[_Item]]:
+        """Each event's log record, and the deliveries to enqueue once it is logged."""
         records: list[tuple[SessionEvent, DeliveryStatus, str | None]] = []
         items: list[_Item] = []
         in_batch: dict[str, int] = {}
@@ -370,12 +429,7 @@ class WebhookDispatcher:
             records.append((event, "pending", None))
             items.append(_Item(event, event.body(), target))
             in_batch[event.session_id] = in_batch.get(event.session_id, 0) + 1
-        try:
-            self.store.append(records)
-        except StoreError as exc:
-            log.error("could not record %d events: %s", len(records), exc)
-        for item in items:
-            self._enqueue(item)
+        return records, items
 
     def _resolve(self, session_id: str) -> DeliveryTarget | None:
         try:

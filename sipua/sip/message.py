@@ -84,6 +84,21 @@ class Message:
         lst = self._idx().get(_key(name))
         return lst[0] if lst else default
 
+    def first(self, key: str) -> str | None:
+        """The first value of the header named ``key`` (its lower-case full name).
+
+        Like :meth:`get`, but it does not build the header index when there is none: a
+        message read once (an outgoing response being traced) is only scanned.
+        """
+        index = self._index
+        if index is not None:
+            lst = index.get(key)
+            return lst[0] if lst else None
+        for k, _, value in self.fields:
+            if k == key:
+                return value
+        return None
+
     def get_all(self, name: str) -> list[str]:
         """Every line of a header, in order."""
         return list(self._idx().get(_key(name), ()))

@@ -107,7 +107,7 @@ class SipTrace:
         """Keep ``message`` (parsed) as ``data`` (its wire form); only an INVITE opens a trace."""
         if self.max_calls > 0:
             opens = getattr(message, "method", None) == "INVITE"
-            self.record(direction, message.get("call-id"), data, peer, opens=opens)
+            self.record(direction, message.first("call-id"), data, peer, opens=opens)
 
     def _forget_oldest(self) -> None:
         _, messages = self._calls.popitem(last=False)

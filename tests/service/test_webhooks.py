@@ -6,9 +6,11 @@ dispatcher in the test's event loop with short backoffs; every wait is bounded.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import re
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
@@ -20,6 +22,7 @@ import pytest
 from sipua.service.events import SessionEvent, new_event_id
 from sipua.service.events_store import SqliteEventStore
 from sipua.service.ids import new_session_id
+from sipua.service.store import StoreError
 from sipua.service.webhooks import (
     SIGNATURE_HEADER,
     DeliveryTarget,
@@ -385,3 +388,66 @@ async def test_pending_events_are_delivered_after_a_restart(
     record = store.get(sent[0].id)
     assert record is not None and record.delivery_status == "delivered"
     assert [a.attempt for a in record.attempt_log] == [1, 2]  # numbering carried on
+
+
+class GatedStore:
+    """The SQLite store, with append() recording its thread and waiting for a gate to open."""
+
+    def __init__(self, store: SqliteEventStore) -> None:
+        self.store = store
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def append(self, records: Any) -> None:
+        self.threads.append(threading.current_thread())
+        self.entered.set()
+        assert self.gate.wait(WAIT), "the test never opened the gate"
+        self.store.append(records)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+async def test_the_event_log_is_written_off_the_event_loop_and_stop_loses_nothing(
+    store: SqliteEventStore, targets: Targets
+) -> None:
+    """A slow log write does not hold up the loop; stop() waits for the batch it was writing."""
+    gated = GatedStore(store)
+    d = WebhookDispatcher(gated, targets, policy=FAST, timeout=1.0)  # type: ignore[arg-type]
+    await d.start()
+    sid = new_session_id()
+    first = [event(sid, n) for n in range(3)]
+    for e in first:
+        d.submit(e)
+    loop = asyncio.get_running_loop()
+    assert await loop.run_in_executor(None, gated.entered.wait, WAIT)  # the batch is being written
+    assert gated.threads[0] is not threading.main_thread()
+    assert d.queued == 3  # in flight, still counted
+    later = [event(sid, n) for n in range(3, 5)]  # submitted while the write is blocked
+    for e in later:
+        d.submit(e)
+    stopping = loop.create_task(d.stop(timeout=0.1))
+    await asyncio.sleep(0)  # stop() is waiting on the blocked write
+    assert not stopping.done()
+    gated.gate.set()
+    await asyncio.wait_for(stopping, WAIT)
+    for e in first + later:
+        record = store.get(e.id)
+        assert record is not None and record.delivery_status == "skipped", e.id
+
+
+async def test_a_batch_of_events_is_logged_in_one_statement(store: SqliteEventStore) -> None:
+    """Bodies are stored byte for byte, whatever they hold, and a duplicate id fails the batch."""
+    sid = new_session_id()
+    sent = [event(sid, n) for n in range(300)]
+    store.append([(e, "skipped", "no webhook URL") for e in sent])
+    for e in (sent[0], sent[-1]):
+        record = store.get(e.id)
+        assert record is not None and record.body == e.body()
+        assert record.last_error == "no webhook URL"
+    page = store.list(sid, limit=500)
+    assert [r.event.id for r in page.items] == [e.id for e in sent]
+    with pytest.raises(StoreError):
+        store.append([(event(sid, 900), "pending", None), (sent[5], "pending", None)])
+    assert len(store.list(sid, limit=500).items) == 300  # all or nothing

@@ -219,7 +219,7 @@ def shed(tx: Transaction) -> None:
     for message in (tx.request, tx.last_response):
         if message is not None:
             message._index = None
-            message._cache.clear()
+            message._cache = {}  # a new empty dict is not tracked by the collector; a cleared one is
 
 
 class TransactionLayer:

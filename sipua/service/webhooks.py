@@ -284,8 +284,7 @@ class WebhookDispatcher:
 
         Events not delivered by then stay ``pending`` in the log for the next start.
         """
-        await self._settle_intake()
-        self._drain_intake()
+        await self._flush_intake()
         if self._queued and self._idle is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), timeout)
@@ -297,7 +296,7 @@ class WebhookDispatcher:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await self._settle_intake()  # a batch the cancelled intake loop had started
+        await self._flush_intake()  # a batch the cancelled intake loop had started
         self._channels.clear()
         self._queued = 0
         if self._writer is not None:
@@ -311,8 +310,7 @@ class WebhookDispatcher:
         """Wait until everything submitted so far is delivered or given up on (for tests)."""
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
-            await self._settle_intake()
-            self._drain_intake()
+            await self._flush_intake()
             if not self._queued:
                 return True
             assert self._idle is not None
@@ -360,20 +358,23 @@ class WebhookDispatcher:
                 await asyncio.shield(task)
             await asyncio.sleep(_INTAKE_GATHER)  # let a burst gather into one batch
 
-    async def _settle_intake(self) -> None:
-        """Wait for the batch being written, if any (its events are then enqueued)."""
-        task = self._accepting
-        if task is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(task)
+    async def _flush_intake(self) -> None:
+        """Accept everything submitted so far (at stop, and for wait_idle), in order.
+
+        A batch the intake loop is writing is waited for; the rest is accepted here, on the
+        loop's thread, but only while no batch is in flight: events are enqueued for delivery
+        in the order they were taken, so a session's events are never delivered out of order.
+        """
+        while self._accepting is not None or self._intake:
+            task = self._accepting
+            if task is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(task)
+            else:
+                self._accept(self._take_batch())
 
     def _take_batch(self) -> list[SessionEvent]:
         return [self._intake.popleft() for _ in range(min(_INTAKE_BATCH, len(self._intake)))]
-
-    def _drain_intake(self) -> None:
-        """Accept everything submitted, on the loop's thread (at stop, and for wait_idle)."""
-        while self._intake:
-            self._accept(self._take_batch())
 
     async def _accept_off_loop(self, batch: Sequence[SessionEvent]) -> None:
         try:

@@ -84,12 +84,13 @@ class Message:
         lst = self._idx().get(_key(name))
         return lst[0] if lst else default
 
-    def first(self, key: str) -> str | None:
-        """The first value of the header named ``key`` (its lower-case full name).
+    def first(self, name: str) -> str | None:
+        """The first value of a header, as :meth:`get` gives it.
 
-        Like :meth:`get`, but it does not build the header index when there is none: a
+        Unlike :meth:`get`, it does not build the header index when there is none: a
         message read once (an outgoing response being traced) is only scanned.
         """
+        key = _key(name)
         index = self._index
         if index is not None:
             lst = index.get(key)

@@ -451,3 +451,31 @@ async def test_a_batch_of_events_is_logged_in_one_statement(store: SqliteEventSt
     with pytest.raises(StoreError):
         store.append([(event(sid, 900), "pending", None), (sent[5], "pending", None)])
     assert len(store.list(sid, limit=500).items) == 300  # all or nothing
+
+
+async def test_events_are_delivered_in_order_when_a_flush_meets_a_batch_in_flight(
+    receiver: WebhookReceiver, store: SqliteEventStore, targets: Targets
+) -> None:
+    """wait_idle() (as stop()) accepts what is left only while no batch is being written."""
+    gated = GatedStore(store)
+    d = WebhookDispatcher(gated, targets, policy=FAST, timeout=2.0)  # type: ignore[arg-type]
+    await d.start()
+    try:
+        sid = new_session_id()
+        targets[sid] = DeliveryTarget(receiver.url("/in-order"), "whsec_x-0123456789abcdef")
+        sent = [event(sid, n) for n in range(3)]
+        for e in sent:
+            d.submit(e)
+        loop = asyncio.get_running_loop()
+        assert await loop.run_in_executor(None, gated.entered.wait, WAIT)  # first batch blocked
+        later = [event(sid, n) for n in range(3, 3 + 700)]  # more than one intake batch
+        for e in later:
+            d.submit(e)
+        idle = loop.create_task(d.wait_idle(60.0))
+        await asyncio.sleep(0)
+        gated.gate.set()
+        assert await asyncio.wait_for(idle, 90.0)
+        delivered = [body_of(r)["id"] for r in receiver.delivered()]
+        assert delivered == [e.id for e in sent + later]
+    finally:
+        await d.stop(timeout=0.5)

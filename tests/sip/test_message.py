@@ -100,6 +100,21 @@ def test_fields_keep_names_as_written_and_keys_canonical() -> None:
     assert msg.to_bytes().startswith(b"OPTIONS sip:a@b SIP/2.0\r\nv: SIP/2.0/UDP")
 
 
+def test_first_reads_a_header_as_get_does_without_building_the_index() -> None:
+    from sipua.sip.builders import make_response
+
+    request = parse_message(INVITE)
+    built = make_response(request, 200, to_tag="x")  # fields only, no index yet
+    assert built._index is None
+    for name in ("Call-ID", "call-id", "i", "To", "t", "X-Absent"):
+        assert built.first(name) == built.get(name), name
+    assert built._index is not None  # get() built it; first() did not
+    fresh = make_response(request, 200, to_tag="x")
+    assert fresh.first("i") == request.call_id and fresh._index is None
+    assert request.first("Content-Length") == "4"  # from the parser's index
+    assert fresh.first("X-Absent") is None
+
+
 def test_get_all_and_values_split_list_headers_only() -> None:
     msg = parse_message(
         wire(

@@ -8,6 +8,7 @@ Time is simulated (see simnet.py): nothing here sleeps or opens a socket.
 
 from __future__ import annotations
 
+import gc
 import math
 from collections import Counter
 
@@ -684,6 +685,7 @@ def test_settled_transaction_sheds_its_parsed_headers_and_still_matches_and_answ
     uas.layer.handle_timer(net.now)  # the next input, before any timer is due
     for message in (tx.request, tx.last_response):
         assert message._index is None and message._cache == {}
+        assert not gc.is_tracked(message._cache)  # the collector does not walk what is left
     net.run(until=0.25)
     peer.send("uas", invite)  # a retransmission is still matched and answered
     net.run(until=0.375)

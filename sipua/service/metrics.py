@@ -106,6 +106,11 @@ class _StackCollector:
         yield GaugeMetricFamily(
             "sipua_sip_transactions", "SIP transactions in memory.", value=transactions
         )
+        yield GaugeMetricFamily(
+            "sipua_sip_transaction_tombstones",
+            "Settled server transactions kept as tombstones until their timer ends them.",
+            value=getattr(layer, "tombstones", 0),
+        )
         try:
             transport = dict(ua.transports.counters())
         except Exception:  # noqa: BLE001

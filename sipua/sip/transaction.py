@@ -31,7 +31,7 @@ from typing import Any
 from .builders import make_response
 from .errors import ParseError
 from .ids import new_tag
-from .message import Request, Response
+from .message import Request, Response, parse_message
 from .transaction_fsm import (
     INITIAL_STATE,
     TABLES,
@@ -59,7 +59,8 @@ class Transaction:
     __slots__ = (
         "kind",
         "key",
-        "state",
+        "_state",
+        "_buried",
         "request",
         "context",
         "reliable",
@@ -83,7 +84,9 @@ class Transaction:
     ) -> None:
         self.kind = kind
         self.key = key
-        self.state = State.TRYING
+        self._state = State.TRYING
+        # Set when the layer buried it (see TransactionLayer._bury): its tombstones and its own.
+        self._buried: tuple[dict, tuple] | None = None
         self.request = request
         self.context = context
         self.reliable = reliable
@@ -102,6 +105,14 @@ class Transaction:
         # Answered by the layer itself (a merged request's 482, a CANCEL's 200/481):
         # the user never heard of it, so no event names it.
         self.layer_owned = False
+
+    @property
+    def state(self) -> State:
+        """Its state in Figures 5-8. A buried transaction is Terminated once its tombstone is."""
+        buried = self._buried
+        if buried is not None and buried[0].get(self.key) is not buried[1]:
+            return State.TERMINATED
+        return self._state
 
     @property
     def method(self) -> str:
@@ -206,6 +217,18 @@ Event = (
 # States in which a transaction only absorbs or answers retransmissions until a timer ends it.
 SETTLED = frozenset((State.COMPLETED, State.CONFIRMED, State.ACCEPTED))
 
+_SERVER_KINDS = frozenset((Kind.INVITE_SERVER, Kind.NON_INVITE_SERVER))
+
+# Where a timer entry's transaction is looked up: heap entries name a transaction by its key,
+# not by reference, so that a pending timer keeps nothing alive (and its tuple of a float, an
+# int and strings is one the cyclic collector stops tracking).
+_IN_SERVER, _IN_CLIENT, _IN_TOMBS = 0, 1, 2
+
+# A tombstone: what a settled server transaction still needs until its timer ends it
+# (see TransactionLayer._bury): (expiry, response bytes to resend or None, context,
+# To tag, merge key, whether it absorbs an ACK). Nothing in it refers to the transaction.
+_Tomb = tuple[float, bytes | None, Any, str | None, tuple | None, bool]
+
 
 def shed(tx: Transaction) -> None:
     """Drop the lookup tables of a settled transaction's messages; they are rebuilt if read.
@@ -244,7 +267,8 @@ class TransactionLayer:
         self.client: dict[tuple, Transaction] = {}
         self._awaiting_ack: dict[tuple, Transaction] = {}
         self._merge: dict[tuple, Transaction] = {}
-        self._heap: list[tuple[float, int, Transaction, str]] = []
+        self._heap: list[tuple[float, int, int, tuple, str]] = []
+        self._tombs: dict[tuple, _Tomb] = {}
         self._seq = itertools.count()
         self._out: list[Outgoing] = []
         self._settled: list[Transaction] = []  # to shed at the next input (see shed)
@@ -253,6 +277,7 @@ class TransactionLayer:
         self.counters: dict[str, int] = {
             "retransmissions_sent": 0,
             "retransmissions_received": 0,
+            "buried": 0,  # settled server transactions reduced to a tombstone (see _bury)
             "merged_requests": 0,
             "stray_acks": 0,
             "stray_responses": 0,
@@ -290,14 +315,30 @@ class TransactionLayer:
     def next_timer(self) -> float | None:
         heap = self._heap
         while heap:
-            when, _, tx, name = heap[0]
-            if tx.deadlines.get(name) == when:
-                return when
-            heapq.heappop(heap)  # cancelled or superseded
+            when, _, where, key, name = heap[0]
+            if where == _IN_TOMBS:
+                tomb = self._tombs.get(key)
+                if tomb is not None and tomb[0] == when:
+                    return when
+            else:
+                tx = (self.server if where == _IN_SERVER else self.client).get(key)
+                if tx is not None and tx.deadlines.get(name) == when:
+                    return when
+            heapq.heappop(heap)  # cancelled, superseded, or its transaction is gone
         return None
 
     def __len__(self) -> int:
+        """Live transactions (tombstones not counted: see :attr:`tombstones`)."""
         return len(self.server) + len(self.client)
+
+    @property
+    def tombstones(self) -> int:
+        """Settled server transactions kept only as a tombstone until their timer ends them."""
+        return len(self._tombs)
+
+    def remembers(self, key: tuple) -> bool:
+        """Whether a server transaction with this key is live or lingers as a tombstone."""
+        return key in self.server or key in self._tombs
 
     # -- input: time -------------------------------------------------------------
 
@@ -305,9 +346,19 @@ class TransactionLayer:
         if self._settled:
             self._shed_settled()
         heap = self._heap
+        server = self.server
         while heap and heap[0][0] <= now:
-            when, _, tx, name = heapq.heappop(heap)
-            if tx.deadlines.get(name) != when:
+            when, _, where, key, name = heapq.heappop(heap)
+            if where == _IN_SERVER:
+                tx = server.get(key)
+            elif where == _IN_CLIENT:
+                tx = self.client.get(key)
+            else:
+                tomb = self._tombs.get(key)
+                if tomb is not None and tomb[0] == when:
+                    self._unbury(key, tomb)  # a user still holding it now reads Terminated
+                continue
+            if tx is None or tx.deadlines.get(name) != when:
                 continue
             del tx.deadlines[name]
             self._input(tx, name, name, now)
@@ -334,7 +385,84 @@ class TransactionLayer:
         settled = self._settled
         self._settled = []
         for tx in settled:
+            if tx._state is State.TERMINATED:
+                continue
+            if tx.kind in _SERVER_KINDS and self._bury(tx):
+                continue
             shed(tx)
+
+    def _bury(self, tx: Transaction) -> bool:
+        """Replace a settled server transaction by a tombstone, if all it still does is small.
+
+        A server transaction outlives its answer by up to 64*T1 (32 s) only to absorb or
+        answer retransmissions of its request. At thousands of calls per second that is
+        hundreds of thousands of transactions, with their messages and contexts, that the
+        cyclic garbage collector walks again and again for nothing (full collections of
+        over half a second, long enough for clients to retransmit). What they still need
+        fits in a tombstone of bytes and strings: the response to resend, where to, the To
+        tag for a CANCEL and the merge key (RFC 3261 §8.2.2.2). The layer forgets the
+        transaction object: a user still holding it reads it as before, and its ``state``
+        reads Terminated once the timer has ended the tombstone.
+        """
+        state = tx._state
+        kind = tx.kind
+        deadlines = tx.deadlines
+        if kind is Kind.NON_INVITE_SERVER:
+            # Completed: resends its final response to each retransmission until Timer J.
+            if state is not State.COMPLETED or "J" not in deadlines:
+                return False
+            expiry = deadlines["J"]
+            timer = "J"
+            tomb: _Tomb = (
+                expiry,
+                tx.response_bytes,
+                tx.context,
+                None,
+                tx.merge_key,
+                False,
+            )
+        elif state is State.ACCEPTED:
+            # Its 2xx was acknowledged: INVITE retransmissions are absorbed until Timer L.
+            if tx.ack_key is not None or "L" not in deadlines:
+                return False
+            expiry = deadlines["L"]
+            timer = "L"
+            tomb = (expiry, None, None, self._to_tag(tx), tx.merge_key, False)
+        elif state is State.CONFIRMED:
+            # Its 3xx-6xx was acknowledged: INVITE and ACK retransmissions are absorbed.
+            if "I" not in deadlines:
+                return False
+            expiry = deadlines["I"]
+            timer = "I"
+            tomb = (expiry, None, None, self._to_tag(tx), tx.merge_key, True)
+        else:
+            return False
+        key = tx.key
+        if self.server.get(key) is not tx:
+            return False
+        del self.server[key]
+        self._tombs[key] = tomb
+        tx._buried = (self._tombs, tomb)
+        if tx.merge_key is not None and self._merge.get(tx.merge_key) is tx:
+            self._merge[tx.merge_key] = key  # type: ignore[assignment]
+        heapq.heappush(self._heap, (expiry, next(self._seq), _IN_TOMBS, key, timer))
+        self.counters["buried"] += 1
+        return True
+
+    def _unbury(self, key: tuple, tomb: _Tomb) -> None:
+        del self._tombs[key]
+        merge_key = tomb[4]
+        if merge_key is not None and self._merge.get(merge_key) == key:
+            del self._merge[merge_key]
+
+    def _tomb_request(self, request: Request, tomb: _Tomb, now: float) -> None:
+        """A retransmitted request of a buried transaction: resend its response, if it has one."""
+        self.counters["retransmissions_received"] += 1
+        data = tomb[1]
+        if data is not None:
+            self.counters["retransmissions_sent"] += 1
+            # Rare (a lost response): the message is parsed back for the user's records.
+            self._send(data, tomb[2], parse_message(data))
 
     def _server_key(self, request: Request, method: str) -> tuple:
         via = request.top_via
@@ -357,7 +485,15 @@ class TransactionLayer:
         if method == "ACK":
             key = self._server_key(request, "INVITE")
             tx = self.server.get(key)
-            if tx is not None and tx.state is not State.ACCEPTED:
+            if tx is None and self._tombs:
+                tomb = self._tombs.get(key)
+                if (
+                    tomb is not None
+                    and tomb[5]
+                    and (key[0] != "2543" or tomb[3] is None or request.to.tag == tomb[3])
+                ):
+                    return  # Confirmed absorbs ACK retransmissions (RFC 3261 §17.2.1)
+            if tx is not None and tx._state is not State.ACCEPTED:
                 if (
                     key[0] == "2543"
                     and (tag := self._to_tag(tx)) is not None
@@ -375,6 +511,11 @@ class TransactionLayer:
             self.counters["retransmissions_received"] += 1
             self._input(tx, "request", request, now)
             return
+        if self._tombs:
+            tomb = self._tombs.get(key)
+            if tomb is not None:
+                self._tomb_request(request, tomb, now)
+                return
         if method == "CANCEL":
             self._receive_cancel(request, key, now, reliable)
             return
@@ -391,7 +532,9 @@ class TransactionLayer:
         if request.to.tag is None:
             merge_key = (request.from_.tag, request.call_id, request.cseq.seq, method)
             other = self._merge.get(merge_key)
-            if other is not None and other.state is not State.TERMINATED:
+            if other is not None and (
+                type(other) is tuple or other._state is not State.TERMINATED  # a tombstone's key
+            ):
                 self.counters["merged_requests"] += 1
                 tx.layer_owned = True
                 self.respond(tx, make_response(request, 482, to_tag=new_tag()), now)
@@ -411,6 +554,11 @@ class TransactionLayer:
         invite_key = key[:-1] + ("INVITE",)
         invite = self.server.get(invite_key)
         if invite is None:
+            tomb = self._tombs.get(invite_key)
+            if tomb is not None:
+                # Answered already: the CANCEL has no effect, but it matched (§9.2).
+                self.respond(tx, make_response(request, 200, to_tag=tomb[3] or new_tag()), now)
+                return
             # RFC 3261 §9.2: no matching transaction.
             self.respond(tx, make_response(request, 481, to_tag=new_tag()), now)
             return
@@ -420,7 +568,7 @@ class TransactionLayer:
         if self._to_tag(invite) is None:
             invite.to_tag = new_tag()
         self.respond(tx, make_response(request, 200, to_tag=invite.to_tag), now)
-        if invite.state is State.PROCEEDING:
+        if invite._state is State.PROCEEDING:
             self._events.append(CancelReceived(request, invite))
 
     def _ack_outside_transaction(self, request: Request, now: float) -> None:
@@ -485,14 +633,14 @@ class TransactionLayer:
         """
         if not transaction.is_server:
             raise ValueError("respond() needs a server transaction")
-        if transaction.state is State.TERMINATED:
+        if transaction.state is State.TERMINATED:  # the property: a buried one may have ended
             return False
         status = response.status
         event = "tu_" + response_class(status)
         table = TABLES[transaction.kind]
-        if (transaction.state, event) not in table:
+        if (transaction._state, event) not in table:
             raise ValueError(
-                f"cannot send {status} in state {transaction.state.value} of {transaction!r}"
+                f"cannot send {status} in state {transaction._state.value} of {transaction!r}"
             )
         if transaction.kind is Kind.NON_INVITE_SERVER and not self._rfc4320_allows(
             transaction, status, now
@@ -527,7 +675,7 @@ class TransactionLayer:
             return
         self._trying_due = []
         for tx in due:
-            if tx.state is State.PROCEEDING and tx.last_response is None:
+            if tx._state is State.PROCEEDING and tx.last_response is None:
                 self.respond(tx, make_response(tx.request, 100), now)
 
     def stop_retransmitting(self, transaction: Transaction, now: float) -> None:
@@ -568,7 +716,7 @@ class TransactionLayer:
         self, kind: Kind, key: tuple, request: Request, context: Any, reliable: bool
     ) -> Transaction:
         tx = Transaction(kind, key, request, context, reliable)
-        tx.state = INITIAL_STATE[kind]
+        tx._state = INITIAL_STATE[kind]
         if kind in (Kind.INVITE_SERVER, Kind.NON_INVITE_SERVER):
             self.server[key] = tx
         else:
@@ -576,17 +724,17 @@ class TransactionLayer:
         return tx
 
     def _input(self, tx: Transaction, event: str, arg: Any, now: float) -> None:
-        entry = TABLES[tx.kind].get((tx.state, event))
+        entry = TABLES[tx.kind].get((tx._state, event))
         if entry is None:
             return  # RFC 3261 §17: inputs a state does not name are absorbed
         next_state, actions = entry
         for action in actions:
             _ACTIONS[action](self, tx, arg, now)
-        if next_state is not None and next_state is not tx.state:
+        if next_state is not None and next_state is not tx._state:
             self._enter(tx, next_state)
 
     def _enter(self, tx: Transaction, state: State) -> None:
-        tx.state = state
+        tx._state = state
         if state in SETTLED:
             self._settled.append(tx)
         if state is State.TERMINATED:
@@ -594,6 +742,8 @@ class TransactionLayer:
             table = self.server if tx.is_server else self.client
             if table.get(tx.key) is tx:
                 del table[tx.key]
+            elif tx._buried is not None and self._tombs.get(tx.key) is tx._buried[1]:
+                self._unbury(tx.key, tx._buried[1])  # the user ended a buried transaction
             if tx.merge_key is not None and self._merge.get(tx.merge_key) is tx:
                 del self._merge[tx.merge_key]
             if tx.ack_key is not None and self._awaiting_ack.get(tx.ack_key) is tx:
@@ -601,7 +751,8 @@ class TransactionLayer:
 
     def _start(self, tx: Transaction, name: str, when: float) -> None:
         tx.deadlines[name] = when
-        heapq.heappush(self._heap, (when, next(self._seq), tx, name))
+        where = _IN_SERVER if tx.kind in _SERVER_KINDS else _IN_CLIENT
+        heapq.heappush(self._heap, (when, next(self._seq), where, tx.key, name))
 
     def _stop(self, tx: Transaction, name: str) -> None:
         tx.deadlines.pop(name, None)
@@ -700,6 +851,7 @@ class TransactionLayer:
         if tx.ack_key is not None and self._awaiting_ack.get(tx.ack_key) is tx:
             del self._awaiting_ack[tx.ack_key]
         tx.ack_key = None
+        self._settled.append(tx)  # now only absorbs retransmissions: to bury at the next input
 
     def _a_start_g(self, tx: Transaction, arg: Any, now: float) -> None:
         if not tx.reliable:

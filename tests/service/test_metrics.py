@@ -40,6 +40,7 @@ def fake_ua() -> SimpleNamespace:
             counters={"retransmissions_sent": 5, "timeouts": 1},
             server={1: None, 2: None},
             client={3: None},
+            tombstones=7,
         ),
         transports=SimpleNamespace(
             counters=lambda: {"udp_datagrams_received": 20, "connections_open": 2}
@@ -77,6 +78,7 @@ def test_stack_counters_are_read_at_scrape_time() -> None:
     assert value(s, "sipua_sip_parse_errors_total") == 2
     assert value(s, "sipua_sip_transaction_retransmissions_sent_total") == 5
     assert value(s, "sipua_sip_transactions") == 3
+    assert value(s, "sipua_sip_transaction_tombstones") == 7
     assert value(s, "sipua_transport_udp_datagrams_received_total") == 20
     assert value(s, "sipua_transport_connections_open") == 2
     # Nothing is cached: the next scrape sees the counters move.

@@ -701,6 +701,140 @@ def test_settled_transaction_sheds_its_parsed_headers_and_still_matches_and_answ
     assert len(uas.events_of(RequestReceived)) == 1
 
 
+def layer_holds(layer: TransactionLayer, obj: object) -> bool:
+    """Whether anything the layer keeps (tables, timer heap, tombstones) refers to ``obj``."""
+    seen: set[int] = set()
+    todo = [v for v in vars(layer).values() if isinstance(v, (dict, list, tuple))]
+    for _ in range(1_000_000):  # bounded walk over containers only
+        if not todo:
+            return False
+        item = todo.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        values = item.values() if isinstance(item, dict) else item
+        for value in values:
+            if value is obj:
+                return True
+            if isinstance(value, (dict, list, tuple)):
+                todo.append(value)
+    raise AssertionError("walk did not end")
+
+
+def test_answered_bye_is_buried_resends_its_200_and_the_layer_holds_nothing_of_it():
+    # A non-INVITE server transaction lingers in Completed for Timer J (32 s over UDP) only
+    # to resend its final response. At the next input it is buried: the layer keeps a
+    # tombstone of bytes and strings and lets go of the transaction and its messages.
+    net, uas, peer = server()
+    bye = request("BYE", to_tag="uas-tag")
+    peer.send("uas", bye)
+    net.run(until=0.0)
+    (received,) = uas.events_of(RequestReceived)
+    tx = received.transaction
+    final = make_response(tx.request, 200)
+    uas.layer.respond(tx, final, net.now)
+    assert layer_holds(uas.layer, tx)  # until the next input
+    uas.layer.handle_timer(net.now)
+    assert not layer_holds(uas.layer, tx)
+    assert uas.layer.tombstones == 1 and len(uas.layer) == 0
+    assert uas.layer.remembers(tx.key) and uas.layer.counters["buried"] == 1
+    gc.collect()
+    assert not any(gc.is_tracked(entry) for entry in uas.layer._heap)  # no object in the heap
+    assert tx.state is State.COMPLETED  # its user still reads it as it is
+    net.run(until=2.0)
+    peer.send("uas", bye)  # a retransmission: the same 200, byte for byte, from the tombstone
+    net.run(until=2.0)
+    sent = uas.sent("200/BYE")
+    assert [p.sent_at for p in sent] == [0.0, 2.0] and {p.data for p in sent} == {final.to_bytes()}
+    assert uas.layer.counters["retransmissions_received"] == 1
+    assert len(uas.events_of(RequestReceived)) == 1  # the user heard of it once
+    net.run(until=32.0 - 0.125)
+    assert tx.state is State.COMPLETED and uas.layer.next_timer() == 32.0
+    net.run(until=32.0)  # Timer J ends the tombstone, and the transaction its user still has
+    assert tx.state is State.TERMINATED and uas.layer.tombstones == 0
+    assert_empty(uas)
+    peer.send("uas", bye)  # after Timer J the same request is a new one
+    net.run(until=32.0)
+    assert len(uas.events_of(RequestReceived)) == 2
+
+
+def test_acknowledged_invite_is_buried_absorbs_retransmissions_answers_cancel_and_merges():
+    net, uas, peer = server()
+    invite, tx = deliver_invite(net, peer, uas)
+    ok = make_response(tx.request, 200, to_tag="uas-tag")
+    uas.layer.respond(tx, ok, net.now)
+    net.run(until=0.25)
+    peer.send("uas", ack_for_2xx(invite, ok))
+    net.run(until=0.25)
+    assert len(uas.events_of(AckReceived)) == 1
+    uas.layer.handle_timer(net.now)  # the next input after the ACK
+    assert not layer_holds(uas.layer, tx) and uas.layer.tombstones == 1
+    gc.collect()
+    assert not any(gc.is_tracked(tomb) for tomb in uas.layer._tombs.values())
+    assert tx.state is State.ACCEPTED
+    sent_before = len(uas.sent())
+    peer.send("uas", invite)  # absorbed (RFC 6026 §7.1): nothing sent, the user not told
+    net.run(until=1.0)
+    assert len(uas.sent()) == sent_before and len(uas.events_of(RequestReceived)) == 1
+    # A CANCEL that crosses the 200 matches the buried INVITE: 200 with the INVITE's To tag.
+    peer.send("uas", same_transaction(invite, "CANCEL"))
+    net.run(until=1.0)
+    (cancel_ok,) = peer.received("200/CANCEL")
+    assert cancel_ok.to.tag == "uas-tag" and uas.events_of(CancelReceived) == []
+    # The same INVITE forked along another path is still merged (RFC 3261 §8.2.2.2).
+    forked = request(via_host="proxy2.example.com")
+    peer.send("uas", forked)
+    net.run(until=1.0)
+    assert len(peer.received("482/INVITE")) == 1 and len(uas.events_of(RequestReceived)) == 1
+    net.run(until=64 * DEFAULT.t1 - 0.125)
+    assert tx.state is State.ACCEPTED
+    net.run(until=64 * DEFAULT.t1)  # Timer L ends it
+    assert tx.state is State.TERMINATED and not uas.layer.remembers(tx.key)
+    assert uas.events_of(AckTimedOut) == []
+    net.run(until=1.0 + 64 * DEFAULT.t1)  # and Timer J the CANCEL's (its 200 to resend)
+    assert uas.layer.tombstones == 0
+    peer.send("uas", same_transaction(invite, "CANCEL"))  # now nothing matches: 481
+    net.run(until=net.now)
+    assert len(peer.received("481/CANCEL")) == 1
+
+
+def test_confirmed_invite_is_buried_and_absorbs_ack_retransmissions():
+    net, uas, peer = server()
+    invite, tx = deliver_invite(net, peer, uas)
+    final = make_response(tx.request, 486, to_tag="busy")
+    uas.layer.respond(tx, final, net.now)
+    ack = same_transaction(invite, "ACK", to=final.get("to"))
+    peer.send("uas", ack)
+    net.run(until=0.125)
+    uas.layer.handle_timer(net.now)
+    assert not layer_holds(uas.layer, tx) and tx.state is State.CONFIRMED
+    peer.send("uas", ack)  # absorbed, as in Confirmed: no stray ACK for the user
+    peer.send("uas", invite)
+    net.run(until=1.0)
+    assert uas.events_of(AckReceived) == [] and uas.layer.counters["stray_acks"] == 0
+    assert len(uas.sent("486/INVITE")) == 1 and len(uas.events_of(RequestReceived)) == 1
+    net.run(until=0.125 + DEFAULT.t4)  # Timer I
+    assert tx.state is State.TERMINATED
+    assert_empty(uas)
+
+
+def test_the_user_can_still_end_a_buried_transaction():
+    net, uas, peer = server()
+    bye = request("BYE", to_tag="uas-tag")
+    peer.send("uas", bye)
+    net.run(until=0.0)
+    tx = uas.events_of(RequestReceived)[0].transaction
+    uas.layer.respond(tx, make_response(tx.request, 200), net.now)
+    uas.layer.handle_timer(net.now)
+    assert uas.layer.tombstones == 1
+    uas.layer.terminate(tx)
+    assert tx.state is State.TERMINATED and uas.layer.tombstones == 0
+    assert uas.layer.respond(tx, make_response(tx.request, 200), net.now) is False
+    peer.send("uas", bye)  # no tombstone: a new transaction
+    net.run(until=0.0)
+    assert len(uas.events_of(RequestReceived)) == 2
+
+
 def test_ist_reliable_no_g_timer_i_zero_h_still_runs():
     net, uas, peer = server(reliable=True)
     invite, tx = deliver_invite(net, peer, uas)

@@ -347,7 +347,7 @@ async def test_an_ended_call_is_not_kept_alive_by_its_lingering_transaction(ua: 
     del ended
     assert (await ua.client.request(call.bye())).status == 200
     await ua.wait_event(CallDisconnected)
-    assert tx in ua.ua.layer.server.values() and tx.user_data is None
+    assert ua.ua.layer.remembers(tx.key) and tx.user_data is None
     gc.collect()
     assert ref() is None
     # The lingering transaction still absorbs a retransmitted INVITE: no new call, no event.

@@ -141,6 +141,7 @@ class SipSecurityView(BaseModel):
     bans: list[BanView]
     overloaded: bool
     loop_lag_ms: float | None
+    queue_delay_ms: float | None = None
 
 
 def _view(credential: StoredCredential, realm: str) -> dict[str, Any]:

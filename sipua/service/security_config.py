@@ -159,6 +159,9 @@ class SecuritySettings(_Section):
     max_headers: int = Field(128, ge=0)
     max_transactions: int = Field(0, ge=0)
     overload_lag: float = Field(0.5, ge=0)
+    overload_queue_delay: float = Field(
+        0.2, ge=0, le=10, description="Seconds a SIP datagram may wait to be read (0 = not used)."
+    )
     retry_after: int = Field(5, ge=1, le=3600)
     tls: TlsPolicySettings = Field(default_factory=TlsPolicySettings)
 

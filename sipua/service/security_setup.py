@@ -76,6 +76,7 @@ def security_policy(settings: Settings) -> SecurityPolicy:
         max_headers=sec.max_headers,
         max_transactions=sec.max_transactions,
         overload_lag=sec.overload_lag,
+        overload_queue_delay=sec.overload_queue_delay,
         retry_after=sec.retry_after,
     )
 

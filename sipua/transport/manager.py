@@ -63,6 +63,8 @@ class TransportManager:
         self.config = config
         self.on_datagram = on_datagram
         self.on_batch_end = on_batch_end
+        # How long each UDP burst's first datagram waited to be read (set before start()).
+        self.on_queue_delay: Callable[[float], None] | None = None
         self.on_message = on_message
         self.on_malformed = on_malformed
         self.udp: list[UdpListener | UdpReader] = []
@@ -96,6 +98,7 @@ class TransportManager:
                         self.on_datagram,
                         cfg.max_message_size,
                         self.on_batch_end,
+                        self.on_queue_delay,
                     )
                     self.udp.append(listener)
                     self.listening.udp.append(listener.local)

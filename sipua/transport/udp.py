@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import struct
+import sys
+import time
 from collections.abc import Callable
 
 from sipua.socket_buffers import RECEIVE_BUFFER, enlarge_receive_buffer
@@ -102,10 +105,16 @@ class UdpReader:
         on_datagram: Callable[[bytes, Peer], None],
         max_size: int,
         on_batch_end: Callable[[], None] | None,
+        on_queue_delay: Callable[[float], None] | None = None,
     ) -> None:
         self.sock = sock
         self.on_datagram = on_datagram
         self.on_batch_end = on_batch_end
+        # How long the first datagram of each burst (the oldest queued) waited in the kernel
+        # before it was read, from its receive timestamp (Linux SO_TIMESTAMPNS): the sign
+        # of overload that the event loop's own lag does not show (see sipua.ua.overload).
+        self.on_queue_delay = on_queue_delay if _enable_timestamps(sock) else None
+        self.queue_delay = 0.0
         self.max_size = max_size
         self.local = sock.getsockname()[:2]
         self.receive_buffer = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
@@ -126,8 +135,13 @@ class UdpReader:
         local = self.local
         on_datagram = self.on_datagram
         n = 0
+        first = 0  # the burst's first datagram, read with its timestamp
         try:
-            for _ in range(self.DRAIN_LIMIT):
+            if self.on_queue_delay is not None:
+                if not self._first_with_delay(limit):
+                    return
+                first = 1
+            for _ in range(self.DRAIN_LIMIT - first):
                 try:
                     data, addr = recvfrom(limit)
                 except (BlockingIOError, InterruptedError):
@@ -142,8 +156,33 @@ class UdpReader:
                 on_datagram(data, Peer("udp", addr[:2], local=local))
         finally:
             self.counters["datagrams_received"] += n
-            if n and self.on_batch_end is not None:
+            if (n or first) and self.on_batch_end is not None:
                 self.on_batch_end()
+
+    def _first_with_delay(self, limit: int) -> bool:
+        """Read the burst's first datagram with its kernel timestamp and report its wait.
+
+        Returns False when nothing was there to read."""
+        try:
+            data, ancillary, _, addr = self.sock.recvmsg(limit, _CMSG_SPACE)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as e:
+            log.debug("udp error on %s: %s", self.local, e)
+            return True
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(payload) >= 16:
+                seconds, nanoseconds = _TIMESPEC.unpack_from(payload)
+                self.queue_delay = max(0.0, time.time() - (seconds + nanoseconds * 1e-9))
+                assert self.on_queue_delay is not None
+                self.on_queue_delay(self.queue_delay)
+                break
+        self.counters["datagrams_received"] += 1
+        if len(data) > self.max_size:
+            self.counters["oversized"] += 1
+        else:
+            self.on_datagram(data, Peer("udp", addr[:2], local=self.local))
+        return True
 
     def send(self, data: bytes, addr: tuple[str, int]) -> bool:
         if self._closed:
@@ -190,6 +229,22 @@ class UdpReader:
             self.sock.close()
 
 
+# Linux socket(7): SO_TIMESTAMPNS (SCM_TIMESTAMPNS on receipt) carries a struct timespec.
+_SO_TIMESTAMPNS = 35
+_TIMESPEC = struct.Struct("@qq")
+_CMSG_SPACE = socket.CMSG_SPACE(_TIMESPEC.size) if hasattr(socket, "CMSG_SPACE") else 0
+
+
+def _enable_timestamps(sock: socket.socket) -> bool:
+    if not sys.platform.startswith("linux") or not _CMSG_SPACE:
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+    except OSError:
+        return False
+    return True
+
+
 def _reader_capable(loop: asyncio.AbstractEventLoop) -> bool:
     """add_reader works on the selector loops and uvloop; not on the Windows proactor loop."""
     if isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop):
@@ -203,6 +258,7 @@ async def open_udp(
     on_datagram: Callable[[bytes, Peer], None],
     max_size: int = 65535,
     on_batch_end: Callable[[], None] | None = None,
+    on_queue_delay: Callable[[float], None] | None = None,
 ) -> UdpListener | UdpReader:
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -218,7 +274,7 @@ async def open_udp(
         sock.close()
         raise
     if _reader_capable(loop):
-        return UdpReader(sock, on_datagram, max_size, on_batch_end)
+        return UdpReader(sock, on_datagram, max_size, on_batch_end, on_queue_delay)
     _, protocol = await loop.create_datagram_endpoint(
         lambda: UdpListener(on_datagram, max_size, on_batch_end), sock=sock
     )

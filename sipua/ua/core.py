@@ -90,6 +90,8 @@ class UserAgent:
         self.trace = SipTrace(config.trace_calls, config.trace_messages)
         self.bus.subscribe(self.trace.on_call_event)  # which session each Call-ID belongs to
         self.transports.pool.on_connect_failed = self._on_connect_failed
+        if getattr(self.gate, "observe_queue_delay", None) is not None:
+            self.transports.on_queue_delay = self._on_queue_delay
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when: float | None = None
@@ -145,6 +147,9 @@ class UserAgent:
             return
         # The UDP listener calls _drain once after each burst of datagrams.
         self._receive(message, peer, data)
+
+    def _on_queue_delay(self, delay: float) -> None:
+        self.gate.observe_queue_delay(delay, self.loop.time())  # type: ignore[attr-defined]
 
     def _on_malformed(self, data: bytes, peer: Peer, event: MalformedMessage | None) -> None:
         error = event.error if event is not None else ParseError("malformed message")

@@ -106,6 +106,7 @@ class SecurityPolicy:
     # Overload
     max_transactions: int = 0
     overload_lag: float = 0.5
+    overload_queue_delay: float = 0.2  # seconds a UDP datagram waits to be read (0: not used)
     retry_after: int = 5
 
     def __post_init__(self) -> None:
@@ -176,7 +177,11 @@ class SecurityGate:
             if policy.max_transactions_per_source > 0
             else None
         )
-        self.monitor = LoopLagMonitor(policy.overload_lag) if policy.overload_lag > 0 else None
+        self.monitor = (
+            LoopLagMonitor(policy.overload_lag, queue_threshold=policy.overload_queue_delay)
+            if policy.overload_lag > 0
+            else None
+        )
         self._scanners = tuple(s.lower() for s in policy.scanner_user_agents if s)
         self._sessions: SessionFinder | None = None
         self._dialogs: DialogFinder | None = None
@@ -228,6 +233,11 @@ class SecurityGate:
     def close(self) -> None:
         if self.monitor is not None:
             self.monitor.stop()
+
+    def observe_queue_delay(self, delay: float, now: float) -> None:
+        """The UDP transport's measurement: how long a datagram waited to be read."""
+        if self.monitor is not None:
+            self.monitor.observe_queue(delay, now)
 
     def _ensure_monitor(self) -> None:
         monitor = self.monitor
@@ -573,6 +583,9 @@ class SecurityGate:
             ],
             "overloaded": bool(monitor is not None and monitor.overloaded(now)),
             "loop_lag_ms": round(monitor.lag(now) * 1000, 1) if monitor is not None else None,
+            "queue_delay_ms": (
+                round(monitor.queue_smoothed * 1000, 1) if monitor is not None else None
+            ),
         }
 
 

@@ -7,6 +7,8 @@ limits of one case never touch another.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import stat
 import time
@@ -379,6 +381,42 @@ def test_overload_answers_503_with_retry_after_and_recovers(serve):
             assert time.monotonic() < deadline, "still refusing after the transactions ended"
             time.sleep(0.2)
     assert security_state(service)["counters"]["overload_refused"] >= 30
+
+
+def test_datagrams_left_waiting_get_503_and_the_service_recovers(serve):
+    # The service is stopped (SIGSTOP) while a burst of requests arrives, as a process too
+    # busy to read its socket would be: the burst waits in the kernel. On resuming, the
+    # first datagram's wait (from its kernel timestamp) is over overload_queue_delay, so the
+    # burst is refused with 503 rather than served late. Loop lag is kept out of it.
+    service = serve(
+        env={
+            "SIPUA_SECURITY__OVERLOAD_QUEUE_DELAY": "0.2",
+            "SIPUA_SECURITY__OVERLOAD_LAG": "30",
+            "SIPUA_SECURITY__RETRY_AFTER": "2",
+        }
+    )
+    udp = ("127.0.0.1", service.ports["udp"])
+    with sip_client("udp", udp, "127.0.0.72") as client:
+        client.send(options(client))
+        assert client.final_response("OPTIONS", timeout=3.0).status == 200
+        os.kill(service.proc.pid, signal.SIGSTOP)
+        try:
+            for _ in range(20):
+                client.send(options(client))
+            time.sleep(0.6)  # the burst waits while the process cannot run
+        finally:
+            os.kill(service.proc.pid, signal.SIGCONT)
+        refused = [client.final_response("OPTIONS", timeout=3.0) for _ in range(20)]
+        assert [m.status for m in refused] == [503] * 20
+        assert {m.get("retry-after") for m in refused} == {"2"}
+        deadline = time.monotonic() + 5.0
+        while True:  # prompt requests are served again by themselves
+            client.send(options(client))
+            if client.final_response("OPTIONS", timeout=2.0).status == 200:
+                break
+            assert time.monotonic() < deadline, "still refusing with nothing queued"
+    state = security_state(service)
+    assert state["counters"]["overload_refused"] >= 20 and state["queue_delay_ms"] < 200
 
 
 def test_ipv6_loopback_allowlist(serve):

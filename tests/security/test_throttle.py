@@ -111,6 +111,25 @@ def test_lag_monitor_smooths_spikes_has_hysteresis_and_recovers():
     assert monitor.max_lag == pytest.approx(0.3)
 
 
+def test_queue_delay_sheds_while_datagrams_wait_even_when_the_loop_keeps_time():
+    monitor = LoopLagMonitor(threshold=0.5, smoothing=0.5, queue_threshold=0.2)
+    monitor.observe(0.01, 1.0)  # the loop itself is on time
+    monitor.observe_queue(0.3, 1.0)  # but datagrams waited 300 ms: smoothed 0.15
+    assert not monitor.overloaded(1.0)
+    monitor.observe_queue(0.4, 1.01)  # 0.275: refusing
+    assert monitor.overloaded(1.01) and monitor.episodes == 1
+    monitor.observe(0.01, 1.05)  # loop lag does not end it
+    monitor.observe_queue(0.05, 1.1)  # 0.1625, above half the threshold
+    assert monitor.overloaded(1.1)
+    monitor.observe_queue(0.01, 1.2)  # 0.086: accepting again
+    assert not monitor.overloaded(1.2)
+    assert monitor.max_queue_delay == pytest.approx(0.4) and monitor.episodes == 1
+    off = LoopLagMonitor(threshold=0.5, queue_threshold=0)  # 0: the measurement is not used
+    for t in range(5):
+        off.observe_queue(5.0, float(t))
+    assert not off.overloaded(5.0)
+
+
 async def test_lag_monitor_tolerates_one_stall_and_sheds_the_backlog_of_repeated_ones():
     loop = asyncio.get_running_loop()
     monitor = LoopLagMonitor(threshold=0.2, interval=0.02)

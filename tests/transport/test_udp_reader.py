@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 from sipua.transport.peer import Peer
 from sipua.transport.udp import UdpReader, open_udp
@@ -33,6 +34,38 @@ async def test_a_burst_is_handed_over_in_order_then_batch_end_once() -> None:
         assert seen == [b"m%02d" % n for n in range(20)]
         assert len(batch_ends) < 20  # drained in bursts, not one wake-up per datagram
         assert reader.counters["datagrams_received"] == 20
+    finally:
+        sender.close()
+        reader.close()
+
+
+async def test_the_first_datagram_of_a_burst_reports_how_long_it_waited_to_be_read() -> None:
+    seen: list[bytes] = []
+    delays: list[float] = []
+    burst_read = asyncio.Event()
+
+    def on_batch_end() -> None:
+        if len(seen) >= 5:
+            burst_read.set()
+
+    reader = await open_udp(
+        "127.0.0.1", 0, lambda data, peer: seen.append(data), 65535, on_batch_end, delays.append
+    )
+    assert isinstance(reader, UdpReader) and reader.on_queue_delay is not None
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for n in range(5):
+            sender.sendto(b"m%d" % n, reader.local)
+        time.sleep(0.3)  # a busy loop: the datagrams wait in the kernel meanwhile
+        await asyncio.wait_for(burst_read.wait(), 3)
+        assert seen == [b"m%d" % n for n in range(5)]  # the timestamped read loses nothing
+        assert reader.counters["datagrams_received"] == 5
+        assert len(delays) == 1 and 0.29 <= delays[0] < 3.0  # one measurement per burst
+        prompt = asyncio.Event()
+        reader.on_batch_end = prompt.set
+        sender.sendto(b"late", reader.local)  # read as soon as it comes
+        await asyncio.wait_for(prompt.wait(), 3)
+        assert seen[-1] == b"late" and len(delays) == 2 and delays[1] < 0.1
     finally:
         sender.close()
         reader.close()

@@ -263,6 +263,11 @@ class TransactionLayer:
         self.auto_trying = auto_trying
         self._trying_due: list[Transaction] = []
         self.max_transactions = max_transactions
+        # Set by the user while it is overloaded: a new INVITE outside a dialog then gets a
+        # stateless 503 with Retry-After before any transaction exists (RFC 3261 §21.5.4), the
+        # cheapest answer there is; requests of transactions and dialogs in progress go on.
+        self.shedding = False
+        self.shed_retry_after = 5
         self.server: dict[tuple, Transaction] = {}
         self.client: dict[tuple, Transaction] = {}
         self._awaiting_ack: dict[tuple, Transaction] = {}
@@ -283,6 +288,7 @@ class TransactionLayer:
             "stray_responses": 0,
             "timeouts": 0,
             "overloaded": 0,
+            "shed": 0,  # new INVITEs answered 503 statelessly while shedding
             "trying_withheld": 0,  # RFC 4320: an early 100 to a non-INVITE over UDP
             "408_withheld": 0,  # RFC 4320: never a 408 to a non-INVITE
         }
@@ -518,6 +524,12 @@ class TransactionLayer:
                 return
         if method == "CANCEL":
             self._receive_cancel(request, key, now, reliable)
+            return
+        if self.shedding and method == "INVITE" and request.to.tag is None:
+            self.counters["shed"] += 1
+            self._respond_statelessly(
+                request, 503, [("Retry-After", str(self.shed_retry_after))], to_tag=new_tag()
+            )
             return
         if self.max_transactions is not None and len(self) >= self.max_transactions:
             self.counters["overloaded"] += 1

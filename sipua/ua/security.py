@@ -187,7 +187,8 @@ class SecurityGate:
         self._dialogs: DialogFinder | None = None
         self._transactions: Callable[[], int] | None = None
         self._logged: OrderedDict[tuple[str, str], float] = OrderedDict()
-        self._retry_after = (("Retry-After", str(max(int(policy.retry_after), 1))),)
+        self.retry_after_seconds = max(int(policy.retry_after), 1)
+        self._retry_after = (("Retry-After", str(self.retry_after_seconds)),)
         self.counters: dict[str, int] = {
             "allowlist_refused": 0,
             "banned_refused": 0,
@@ -233,6 +234,10 @@ class SecurityGate:
     def close(self) -> None:
         if self.monitor is not None:
             self.monitor.stop()
+
+    def overloaded(self, now: float) -> bool:
+        """Whether new requests are being refused for overload (loop lag or queued input)."""
+        return self.monitor is not None and self.monitor.overloaded(now)
 
     def observe_queue_delay(self, delay: float, now: float) -> None:
         """The UDP transport's measurement: how long a datagram waited to be read."""
@@ -364,7 +369,9 @@ class SecurityGate:
         if ban is not None:
             self.counters["banned_refused"] += 1
             return _drop() if policy.ban_action == "drop" else Decision(403)
-        refusal = self._overloaded(ip, transport, now)
+        # Overload refuses new work only: a request in a dialog (a BYE above all) ends or
+        # changes a call already paid for; refusing it would leave the call hanging.
+        refusal = self._overloaded(ip, transport, now) if _out_of_dialog(request) else None
         if refusal is not None:
             return refusal
         if policy.max_headers and len(request.fields) > policy.max_headers:

@@ -419,6 +419,42 @@ def test_datagrams_left_waiting_get_503_and_the_service_recovers(serve):
     assert state["counters"]["overload_refused"] >= 20 and state["queue_delay_ms"] < 200
 
 
+def test_new_calls_left_waiting_get_a_stateless_503_and_calls_in_progress_end(serve):
+    # As above with calls: one is connected, then the service stops while new INVITEs and
+    # the connected call's BYE arrive. On resuming the new INVITEs get 503 from the
+    # transaction layer, before any transaction or call exists; the BYE is served.
+    service = serve(
+        env={"SIPUA_SECURITY__OVERLOAD_QUEUE_DELAY": "0.2", "SIPUA_SECURITY__OVERLOAD_LAG": "30"}
+    )
+    session = service.create_session()
+    udp = ("127.0.0.1", service.ports["udp"])
+    uri = f"sip:session_{session['id']}@127.0.0.1:{udp[1]}"
+    with sip_client("udp", udp, "127.0.0.73") as client:
+        call = client.new_call(uri)
+        client.send(call.invite(sdp_offer()))
+        ok = client.final_response("INVITE", timeout=5.0)
+        assert ok.status == 200
+        client.send(call.ack(ok))
+        os.kill(service.proc.pid, signal.SIGSTOP)
+        try:
+            waiting = [client.new_call(uri) for _ in range(10)]
+            for other in waiting:
+                client.send(other.invite(sdp_offer()))
+            client.send(call.bye())
+            time.sleep(0.6)  # all of it waits while the process cannot run
+        finally:
+            os.kill(service.proc.pid, signal.SIGCONT)
+        answers = [
+            client.recv_until(lambda m: not m.is_request and m.status >= 200, 3.0)
+            for _ in range(11)
+        ]
+        by_method = sorted((m.cseq[1], m.status) for m in answers)
+        assert by_method == [("BYE", 200)] + [("INVITE", 503)] * 10
+    with service.client() as c:
+        metrics = c.get("/metrics").text
+    assert "sipua_sip_transaction_shed_total 10.0" in metrics
+
+
 def test_ipv6_loopback_allowlist(serve):
     """The allowlist on an IPv6 listener: ::1 is let in when listed, refused when not."""
     if not socket.has_ipv6:

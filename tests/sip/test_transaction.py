@@ -1287,6 +1287,38 @@ def test_overload_answers_503_statelessly():
     assert len(uas.events_of(RequestReceived)) == 2
 
 
+def test_while_shedding_new_invites_get_a_stateless_503_and_calls_in_progress_go_on():
+    net, uas, peer = server()
+    first, tx = deliver_invite(net, peer, uas)
+    uas.layer.shedding, uas.layer.shed_retry_after = True, 7
+    new = request(call_id="new-call")
+    peer.send("uas", new)
+    peer.send("uas", first)  # a retransmission of the INVITE in progress: still its 100
+    reinvite = request(call_id="in-dialog", to_tag="uas-tag")  # in a dialog: not shed
+    peer.send("uas", reinvite)
+    bye = request("BYE", call_id="other", to_tag="t")
+    peer.send("uas", bye)
+    net.run(until=0.25)
+    (busy,) = peer.received("503/INVITE")
+    assert busy.top_via.branch == new.top_via.branch and busy.get("Retry-After") == "7"
+    assert busy.to.tag  # RFC 3261 §8.2.6.2
+    assert len(uas.layer) == 3  # no transaction for the shed INVITE
+    assert [e.request.call_id for e in uas.events_of(RequestReceived)] == [
+        first.call_id,
+        "in-dialog",
+        "other",
+    ]
+    assert len(peer.received("100/INVITE")) == 3  # first, its retransmission, the re-INVITE
+    assert uas.layer.counters["shed"] == 1
+    peer.send("uas", new)  # its retransmission: the 503 again, still no transaction
+    net.run(until=0.5)
+    assert len(peer.received("503/INVITE")) == 2 and uas.layer.counters["shed"] == 2
+    uas.layer.shedding = False
+    peer.send("uas", new)
+    net.run(until=0.75)
+    assert uas.events_of(RequestReceived)[-1].request.call_id == "new-call"
+
+
 def test_respond_on_a_client_transaction_raises():
     layer = TransactionLayer()
     tx = layer.send_request(request(), 0.0, context="uas")

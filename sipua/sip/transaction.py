@@ -229,6 +229,15 @@ _IN_SERVER, _IN_CLIENT, _IN_TOMBS = 0, 1, 2
 # To tag, merge key, whether it absorbs an ACK). Nothing in it refers to the transaction.
 _Tomb = tuple[float, bytes | None, Any, str | None, tuple | None, bool]
 
+# Which settled server transactions are buried, and the timer that ends their tombstone:
+# a non-INVITE answered (Completed, Timer J), an INVITE whose 2xx was acknowledged
+# (Accepted, Timer L) or whose 3xx-6xx was (Confirmed, Timer I).
+_BURIABLE = {
+    (Kind.NON_INVITE_SERVER, State.COMPLETED): "J",
+    (Kind.INVITE_SERVER, State.ACCEPTED): "L",
+    (Kind.INVITE_SERVER, State.CONFIRMED): "I",
+}
+
 
 def shed(tx: Transaction) -> None:
     """Drop the lookup tables of a settled transaction's messages; they are rebuilt if read.
@@ -267,7 +276,7 @@ class TransactionLayer:
         # stateless 503 with Retry-After before any transaction exists (RFC 3261 §21.5.4), the
         # cheapest answer there is; requests of transactions and dialogs in progress go on.
         self.shedding = False
-        self.shed_retry_after = 5
+        self.retry_after = 5  # seconds, in the 503s of shedding and of max_transactions
         self.server: dict[tuple, Transaction] = {}
         self.client: dict[tuple, Transaction] = {}
         self._awaiting_ack: dict[tuple, Transaction] = {}
@@ -410,42 +419,16 @@ class TransactionLayer:
         transaction object: a user still holding it reads it as before, and its ``state``
         reads Terminated once the timer has ended the tombstone.
         """
-        state = tx._state
-        kind = tx.kind
-        deadlines = tx.deadlines
-        if kind is Kind.NON_INVITE_SERVER:
-            # Completed: resends its final response to each retransmission until Timer J.
-            if state is not State.COMPLETED or "J" not in deadlines:
-                return False
-            expiry = deadlines["J"]
-            timer = "J"
-            tomb: _Tomb = (
-                expiry,
-                tx.response_bytes,
-                tx.context,
-                None,
-                tx.merge_key,
-                False,
-            )
-        elif state is State.ACCEPTED:
-            # Its 2xx was acknowledged: INVITE retransmissions are absorbed until Timer L.
-            if tx.ack_key is not None or "L" not in deadlines:
-                return False
-            expiry = deadlines["L"]
-            timer = "L"
-            tomb = (expiry, None, None, self._to_tag(tx), tx.merge_key, False)
-        elif state is State.CONFIRMED:
-            # Its 3xx-6xx was acknowledged: INVITE and ACK retransmissions are absorbed.
-            if "I" not in deadlines:
-                return False
-            expiry = deadlines["I"]
-            timer = "I"
-            tomb = (expiry, None, None, self._to_tag(tx), tx.merge_key, True)
-        else:
-            return False
+        timer = _BURIABLE.get((tx.kind, tx._state))
+        expiry = tx.deadlines.get(timer) if timer is not None else None
         key = tx.key
-        if self.server.get(key) is not tx:
+        # An Accepted transaction still waiting for its ACK retransmits its 2xx: not yet.
+        if expiry is None or tx.ack_key is not None or self.server.get(key) is not tx:
             return False
+        if tx.kind is Kind.NON_INVITE_SERVER:  # resends its final response
+            tomb: _Tomb = (expiry, tx.response_bytes, tx.context, None, tx.merge_key, False)
+        else:  # absorbs INVITE (and, once Confirmed, ACK) retransmissions
+            tomb = (expiry, None, None, self._to_tag(tx), tx.merge_key, timer == "I")
         del self.server[key]
         self._tombs[key] = tomb
         tx._buried = (self._tombs, tomb)
@@ -528,12 +511,14 @@ class TransactionLayer:
         if self.shedding and method == "INVITE" and request.to.tag is None:
             self.counters["shed"] += 1
             self._respond_statelessly(
-                request, 503, [("Retry-After", str(self.shed_retry_after))], to_tag=new_tag()
+                request, 503, [("Retry-After", str(self.retry_after))], to_tag=new_tag()
             )
             return
         if self.max_transactions is not None and len(self) >= self.max_transactions:
             self.counters["overloaded"] += 1
-            self._respond_statelessly(request, 503, [("Retry-After", "5")], to_tag=new_tag())
+            self._respond_statelessly(
+                request, 503, [("Retry-After", str(self.retry_after))], to_tag=new_tag()
+            )
             return
         kind = Kind.INVITE_SERVER if method == "INVITE" else Kind.NON_INVITE_SERVER
         tx = self._new(kind, key, request, request.context, reliable)

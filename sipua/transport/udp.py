@@ -114,7 +114,6 @@ class UdpReader:
         # before it was read, from its receive timestamp (Linux SO_TIMESTAMPNS): the sign
         # of overload that the event loop's own lag does not show (see sipua.ua.overload).
         self.on_queue_delay = on_queue_delay if _enable_timestamps(sock) else None
-        self.queue_delay = 0.0
         self.max_size = max_size
         self.local = sock.getsockname()[:2]
         self.receive_buffer = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
@@ -135,15 +134,16 @@ class UdpReader:
         local = self.local
         on_datagram = self.on_datagram
         n = 0
-        first = 0  # the burst's first datagram, read with its timestamp
+        stamped = self.on_queue_delay is not None  # the burst's first read takes its timestamp
         try:
-            if self.on_queue_delay is not None:
-                if not self._first_with_delay(limit):
-                    return
-                first = 1
-            for _ in range(self.DRAIN_LIMIT - first):
+            for _ in range(self.DRAIN_LIMIT):
                 try:
-                    data, addr = recvfrom(limit)
+                    if stamped:
+                        stamped = False
+                        data, ancillary, _, addr = self.sock.recvmsg(limit, _CMSG_SPACE)
+                        self._report_delay(ancillary)
+                    else:
+                        data, addr = recvfrom(limit)
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError as e:  # an ICMP error of an earlier send, reported here
@@ -156,33 +156,19 @@ class UdpReader:
                 on_datagram(data, Peer("udp", addr[:2], local=local))
         finally:
             self.counters["datagrams_received"] += n
-            if (n or first) and self.on_batch_end is not None:
+            if n and self.on_batch_end is not None:
                 self.on_batch_end()
 
-    def _first_with_delay(self, limit: int) -> bool:
-        """Read the burst's first datagram with its kernel timestamp and report its wait.
-
-        Returns False when nothing was there to read."""
-        try:
-            data, ancillary, _, addr = self.sock.recvmsg(limit, _CMSG_SPACE)
-        except (BlockingIOError, InterruptedError):
-            return False
-        except OSError as e:
-            log.debug("udp error on %s: %s", self.local, e)
-            return True
+    def _report_delay(self, ancillary: list[tuple[int, int, bytes]]) -> None:
+        """Report how long the datagram read with ``ancillary`` waited, from its timestamp."""
         for level, kind, payload in ancillary:
-            if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(payload) >= 16:
-                seconds, nanoseconds = _TIMESPEC.unpack_from(payload)
-                self.queue_delay = max(0.0, time.time() - (seconds + nanoseconds * 1e-9))
-                assert self.on_queue_delay is not None
-                self.on_queue_delay(self.queue_delay)
-                break
-        self.counters["datagrams_received"] += 1
-        if len(data) > self.max_size:
-            self.counters["oversized"] += 1
-        else:
-            self.on_datagram(data, Peer("udp", addr[:2], local=self.local))
-        return True
+            if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS:
+                if len(payload) >= _TIMESPEC.size:
+                    seconds, nanoseconds = _TIMESPEC.unpack_from(payload)
+                    delay = time.time() - (seconds + nanoseconds * 1e-9)
+                    assert self.on_queue_delay is not None
+                    self.on_queue_delay(max(0.0, delay))
+                return
 
     def send(self, data: bytes, addr: tuple[str, int]) -> bool:
         if self._closed:

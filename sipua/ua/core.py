@@ -155,14 +155,12 @@ class UserAgent:
         INVITEs of this burst with a stateless 503 (far cheaper than a call, or than a 503
         from a transaction: shedding that costs nearly as much as serving sheds nothing).
         """
-        gate: Any = self.gate
-        now = self.loop.time()
-        gate.observe_queue_delay(delay, now)
-        overloaded = getattr(gate, "overloaded", None)
-        if overloaded is not None:
-            layer = self.layer
-            layer.shedding = overloaded(now)
-            layer.shed_retry_after = getattr(gate, "retry_after_seconds", 5)
+        gate: Any = self.gate  # wired only for a gate that has observe_queue_delay
+        retry_after = gate.observe_queue_delay(delay, self.loop.time())
+        layer = self.layer
+        layer.shedding = retry_after is not None
+        if retry_after is not None:
+            layer.retry_after = retry_after
 
     def _on_malformed(self, data: bytes, peer: Peer, event: MalformedMessage | None) -> None:
         error = event.error if event is not None else ParseError("malformed message")

@@ -92,8 +92,11 @@ class LoopLagMonitor:
         assert self._loop is not None and self._expected is not None
         now = self._loop.time()
         if self._queue_seen is not None and now - self._queue_seen > self.interval:
-            self.observe_queue(0.0, now)  # no datagram came for an interval: none waits
-            self._queue_seen = None
+            # No datagram came for an interval: none waits. Counted as a zero each interval
+            # until the refusal ends, as prompt datagrams would end it.
+            self.observe_queue(0.0, now)
+            if not self._queue_overloaded:
+                self._queue_seen = None
         self.observe(max(0.0, now - self._expected), now)
         self._schedule(now)
 

@@ -187,8 +187,8 @@ class SecurityGate:
         self._dialogs: DialogFinder | None = None
         self._transactions: Callable[[], int] | None = None
         self._logged: OrderedDict[tuple[str, str], float] = OrderedDict()
-        self.retry_after_seconds = max(int(policy.retry_after), 1)
-        self._retry_after = (("Retry-After", str(self.retry_after_seconds)),)
+        self._retry_after_seconds = max(int(policy.retry_after), 1)
+        self._retry_after = (("Retry-After", str(self._retry_after_seconds)),)
         self.counters: dict[str, int] = {
             "allowlist_refused": 0,
             "banned_refused": 0,
@@ -235,14 +235,16 @@ class SecurityGate:
         if self.monitor is not None:
             self.monitor.stop()
 
-    def overloaded(self, now: float) -> bool:
-        """Whether new requests are being refused for overload (loop lag or queued input)."""
-        return self.monitor is not None and self.monitor.overloaded(now)
+    def observe_queue_delay(self, delay: float, now: float) -> int | None:
+        """The UDP transport's measurement: how long a datagram waited to be read.
 
-    def observe_queue_delay(self, delay: float, now: float) -> None:
-        """The UDP transport's measurement: how long a datagram waited to be read."""
-        if self.monitor is not None:
-            self.monitor.observe_queue(delay, now)
+        Returns the Retry-After seconds to shed new calls with while the service is
+        overloaded (by this measurement or the loop's lag), None while it is not."""
+        monitor = self.monitor
+        if monitor is None:
+            return None
+        monitor.observe_queue(delay, now)
+        return self._retry_after_seconds if monitor.overloaded(now) else None
 
     def _ensure_monitor(self) -> None:
         monitor = self.monitor
@@ -369,9 +371,7 @@ class SecurityGate:
         if ban is not None:
             self.counters["banned_refused"] += 1
             return _drop() if policy.ban_action == "drop" else Decision(403)
-        # Overload refuses new work only: a request in a dialog (a BYE above all) ends or
-        # changes a call already paid for; refusing it would leave the call hanging.
-        refusal = self._overloaded(ip, transport, now) if _out_of_dialog(request) else None
+        refusal = self._overloaded(ip, transport, now, _out_of_dialog(request))
         if refusal is not None:
             return refusal
         if policy.max_headers and len(request.fields) > policy.max_headers:
@@ -437,14 +437,18 @@ class SecurityGate:
 
     # -- pieces -------------------------------------------------------------------------
 
-    def _overloaded(self, ip: str, transport: str, now: float) -> Decision | None:
+    def _overloaded(self, ip: str, transport: str, now: float, new_work: bool) -> Decision | None:
+        """503 for overload. The service-wide checks refuse new work only: a request in a
+        dialog (a BYE above all) ends or changes a call already paid for, and refusing it
+        would leave the call hanging. The per-source limit counts every transaction."""
         policy = self.policy
         monitor = self.monitor
-        if monitor is not None and monitor.overloaded(now):
+        if new_work and monitor is not None and monitor.overloaded(now):
             self.counters["overload_refused"] += 1
             return Decision(503, "Service Unavailable", self._retry_after)
         if (
-            policy.max_transactions
+            new_work
+            and policy.max_transactions
             and self._transactions is not None
             and self._transactions() > policy.max_transactions
         ):

@@ -12,6 +12,7 @@ from sipua.service.credentials_store import (
 )
 from sipua.ua.gate import Decision
 from sipua.ua.netlist import AddressList
+from sipua.ua.overload import LoopLagMonitor
 from sipua.ua.security import SecurityGate, SecurityPolicy
 
 from .conftest import SESSION, URI, FakeSession, answer, peer, request
@@ -425,6 +426,25 @@ def test_loop_lag_gives_503_and_recovers():
         monitor.observe(0.001, now=t)
     assert gate.check_request(request(), peer(OTHER), 11.1).allowed
     assert gate.counters["overload_refused"] == 1
+
+
+def test_overload_refuses_new_requests_only_and_reports_the_retry_after_to_shed_with():
+    gate, _ = make_gate(auth_required=False, overload_queue_delay=0.2, retry_after=9)
+    gate.monitor = LoopLagMonitor(30.0, queue_threshold=0.2)  # no loop: queue delay alone
+    assert gate.observe_queue_delay(0.01, 1.0) is None
+    assert gate.observe_queue_delay(1.0, 1.1) == 9  # waited 1 s: shed, Retry-After 9
+    refused = gate.check_request(request(), peer(OTHER), 1.1)
+    assert refused.status == 503 and ("Retry-After", "9") in refused.headers
+    bye = request("BYE", to_tag="uas-tag")  # in a dialog: a call already paid for
+    assert gate.check_request(bye, peer(OTHER), 1.1).allowed
+    assert gate.counters["overload_refused"] == 1
+
+
+def test_per_source_transaction_limit_still_counts_in_dialog_requests():
+    gate, _ = make_gate(auth_required=False, max_transactions_per_source=2)
+    for _ in range(2):
+        assert gate.check_request(request("BYE", to_tag="t"), peer(OTHER), 1.0).allowed
+    assert gate.check_request(request("BYE", to_tag="t"), peer(OTHER), 1.0).status == 503
 
 
 # -- TLS policy --------------------------------------------------------------------------------------

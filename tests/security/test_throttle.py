@@ -130,6 +130,22 @@ def test_queue_delay_sheds_while_datagrams_wait_even_when_the_loop_keeps_time():
     assert not off.overloaded(5.0)
 
 
+async def test_queue_overload_ends_by_itself_when_no_datagram_comes():
+    loop = asyncio.get_running_loop()
+    monitor = LoopLagMonitor(threshold=5.0, interval=0.02, queue_threshold=0.2)
+    monitor.start(loop)
+    try:
+        monitor.observe_queue(1.0, loop.time())  # the last burst waited 1 s: refusing
+        assert monitor.overloaded(loop.time())
+        deadline = loop.time() + 3
+        while monitor.overloaded(loop.time()) and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        assert not monitor.overloaded(loop.time())  # nothing queued: accepting again
+        assert monitor.queue_smoothed < 0.1
+    finally:
+        monitor.stop()
+
+
 async def test_lag_monitor_tolerates_one_stall_and_sheds_the_backlog_of_repeated_ones():
     loop = asyncio.get_running_loop()
     monitor = LoopLagMonitor(threshold=0.2, interval=0.02)

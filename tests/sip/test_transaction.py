@@ -721,18 +721,24 @@ def layer_holds(layer: TransactionLayer, obj: object) -> bool:
     raise AssertionError("walk did not end")
 
 
+def answered_bye(net: SimNet, uas: Node, peer: Node) -> tuple[Request, object, Response]:
+    """A BYE received and answered 200 now: the request, its transaction and the 200."""
+    bye = request("BYE", to_tag="uas-tag")
+    peer.send("uas", bye)
+    net.run(until=net.now)
+    tx = uas.events_of(RequestReceived)[-1].transaction
+    final = make_response(tx.request, 200)
+    uas.layer.respond(tx, final, net.now)
+    return bye, tx, final
+
+
 def test_answered_bye_is_buried_resends_its_200_and_the_layer_holds_nothing_of_it():
     # A non-INVITE server transaction lingers in Completed for Timer J (32 s over UDP) only
     # to resend its final response. At the next input it is buried: the layer keeps a
     # tombstone of bytes and strings and lets go of the transaction and its messages.
     net, uas, peer = server()
-    bye = request("BYE", to_tag="uas-tag")
-    peer.send("uas", bye)
-    net.run(until=0.0)
-    (received,) = uas.events_of(RequestReceived)
-    tx = received.transaction
-    final = make_response(tx.request, 200)
-    uas.layer.respond(tx, final, net.now)
+    bye, tx, final = answered_bye(net, uas, peer)
+    assert len(uas.events_of(RequestReceived)) == 1
     assert layer_holds(uas.layer, tx)  # until the next input
     uas.layer.handle_timer(net.now)
     assert not layer_holds(uas.layer, tx)
@@ -818,13 +824,31 @@ def test_confirmed_invite_is_buried_and_absorbs_ack_retransmissions():
     assert_empty(uas)
 
 
+def test_buried_rfc2543_invite_absorbs_only_the_ack_with_its_to_tag():
+    # RFC 3261 §17.2.3: without a branch the ACK is matched by the request's fields and the
+    # To tag of the response; the tombstone keeps that tag to match ACK retransmissions.
+    net, uas, peer = server()
+    invite, tx = deliver_invite(net, peer, uas, request(branch=None))
+    final = make_response(tx.request, 486, to_tag="busy")
+    uas.layer.respond(tx, final, net.now)
+    ack = same_transaction(invite, "ACK", to=final.get("to"))
+    peer.send("uas", ack)
+    net.run(until=0.125)
+    uas.layer.handle_timer(net.now)
+    assert uas.layer.tombstones == 1 and not layer_holds(uas.layer, tx)
+    peer.send("uas", ack)  # its retransmission: absorbed
+    net.run(until=0.25)
+    assert uas.events_of(AckReceived) == [] and uas.layer.counters["stray_acks"] == 0
+    other = same_transaction(invite, "ACK", to="Bob <sip:bob@uas.example.com>;tag=not-ours")
+    peer.send("uas", other)  # another To tag: not this transaction's ACK
+    net.run(until=0.375)
+    assert [e.transaction for e in uas.events_of(AckReceived)] == [None]
+    assert uas.layer.counters["stray_acks"] == 1
+
+
 def test_the_user_can_still_end_a_buried_transaction():
     net, uas, peer = server()
-    bye = request("BYE", to_tag="uas-tag")
-    peer.send("uas", bye)
-    net.run(until=0.0)
-    tx = uas.events_of(RequestReceived)[0].transaction
-    uas.layer.respond(tx, make_response(tx.request, 200), net.now)
+    bye, tx, _ = answered_bye(net, uas, peer)
     uas.layer.handle_timer(net.now)
     assert uas.layer.tombstones == 1
     uas.layer.terminate(tx)
@@ -1290,7 +1314,7 @@ def test_overload_answers_503_statelessly():
 def test_while_shedding_new_invites_get_a_stateless_503_and_calls_in_progress_go_on():
     net, uas, peer = server()
     first, tx = deliver_invite(net, peer, uas)
-    uas.layer.shedding, uas.layer.shed_retry_after = True, 7
+    uas.layer.shedding, uas.layer.retry_after = True, 7
     new = request(call_id="new-call")
     peer.send("uas", new)
     peer.send("uas", first)  # a retransmission of the INVITE in progress: still its 100

@@ -247,6 +247,13 @@ class Baresip:
             )
         try:
             self.ctrl = BaresipControl(self.ctrl_port, self.proc)
+        except OSError as e:
+            self.stop()
+            tail = self.log_path.read_text(errors="replace")[-2000:]
+            raise RuntimeError(
+                f"baresip did not open its control port {self.ctrl_port} "
+                f"(exit status {self.proc.poll()}); its log ends:\n{tail}"
+            ) from e
         except BaseException:
             self.stop()
             raise

@@ -91,11 +91,31 @@ def wait_events(
         time.sleep(0.1)
 
 
-def free_port() -> int:
-    """A TCP port nobody holds right now on 127.0.0.1 (baresip must be told a number)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_FIXED_LOW, _FIXED_HIGH = 61000, 65500  # above Linux's ephemeral ports (32768-60999)
+
+
+def _bindable(port: int) -> bool:
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+def free_port(span: int = 1) -> int:
+    """``span`` consecutive ports nobody holds on 127.0.0.1, TCP and UDP; the first one.
+
+    A peer that must be told a number gets one above the kernel's ephemeral range, so no
+    connect() or bind(0) elsewhere can take it between this check and the peer's bind.
+    baresip needs two: it listens for SIP/TLS on its ``sip_listen`` port + 1.
+    """
+    for _ in range(200):
+        port = random.randrange(_FIXED_LOW, _FIXED_HIGH - span)
+        if all(_bindable(port + i) for i in range(span)):
+            return port
+    raise RuntimeError(f"no {span} free consecutive ports in {_FIXED_LOW}-{_FIXED_HIGH}")
 
 
 class BaresipControl:
@@ -179,7 +199,7 @@ class Baresip:
         self.binary = require_tool("baresip")
         self.directory = directory
         self.config = config or BaresipConfig()
-        self.sip_port = free_port()
+        self.sip_port = free_port(span=2)  # + 1: its SIP/TLS listener
         self.ctrl_port = free_port()
         self.rtp_ports = rtp_port_range()
         self.snd_path = directory / "sound"

@@ -146,6 +146,11 @@ class Metrics:
         self.events_dropped_total = Counter(
             "sipua_events_dropped", "Events dropped because the intake was full.", registry=r
         )
+        self.events_unlogged_total = Counter(
+            "sipua_events_unlogged",
+            "Events the event log could not record (their webhooks still go out).",
+            registry=r,
+        )
         self.stream_connections = Counter(
             "sipua_stream_connections",
             "Media stream WebSocket connections accepted, by provider.",
@@ -303,6 +308,9 @@ class Metrics:
 
     def events_dropped(self, count: int) -> None:
         self.events_dropped_total.inc(count)
+
+    def events_unlogged(self, count: int) -> None:
+        self.events_unlogged_total.inc(count)
 
     # -- exposition ------------------------------------------------------------------------------
 

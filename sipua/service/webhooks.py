@@ -156,6 +156,8 @@ class WebhookMetrics(Protocol):
 
     def events_dropped(self, count: int) -> None: ...
 
+    def events_unlogged(self, count: int) -> None: ...
+
 
 @dataclass(slots=True)
 class _Item:
@@ -377,31 +379,44 @@ class WebhookDispatcher:
         return [self._intake.popleft() for _ in range(min(_INTAKE_BATCH, len(self._intake)))]
 
     async def _accept_off_loop(self, batch: Sequence[SessionEvent]) -> None:
+        """:meth:`_accept` with the log written by the writer thread."""
         try:
-            records, items = self._sort(batch)
             try:
-                await asyncio.get_running_loop().run_in_executor(
-                    self._writer, self._append, records
-                )
+                records, items = self._sort(batch)
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self._writer, self._append, records)
             finally:
                 self._accepting = None
                 self._accepting_size = 0
-            for item in items:
-                self._enqueue(item)
+            self._enqueue_all(items)
         except Exception:  # noqa: BLE001 - the intake loop must survive anything
             log.exception("webhook intake failed for %d events", len(batch))
 
     def _accept(self, batch: Sequence[SessionEvent]) -> None:
         records, items = self._sort(batch)
         self._append(records)
-        for item in items:
-            self._enqueue(item)
+        self._enqueue_all(items)
 
     def _append(self, records: Sequence[tuple[SessionEvent, DeliveryStatus, str | None]]) -> None:
+        """Log a batch. Never raises: a failed write must not cost the batch its deliveries."""
         try:
             self.store.append(records)
         except StoreError as exc:
+            self._log_failed(len(records))
             log.error("could not record %d events: %s", len(records), exc)
+        except Exception:  # noqa: BLE001 - e.g. a driver error StoreError does not wrap
+            self._log_failed(len(records))
+            log.exception("could not record %d events", len(records))
+
+    def _log_failed(self, count: int) -> None:
+        # The writer thread and the loop's thread both count: one += under the GIL each.
+        self.counters["log_failed"] = self.counters.get("log_failed", 0) + count
+        if self.metrics is not None:
+            self.metrics.events_unlogged(count)
+
+    def _enqueue_all(self, items: Sequence[_Item]) -> None:
+        for item in items:
+            self._enqueue(item)
 
     def _sort(
         self, batch: Sequence[SessionEvent]

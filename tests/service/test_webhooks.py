@@ -479,3 +479,64 @@ async def test_events_are_delivered_in_order_when_a_flush_meets_a_batch_in_fligh
         assert delivered == [e.id for e in sent + later]
     finally:
         await d.stop(timeout=0.5)
+
+
+class BrokenStore:
+    """The SQLite store, with append() failing the way a driver bug would (not a StoreError)."""
+
+    def __init__(self, store: SqliteEventStore) -> None:
+        self.store = store
+        self.appends = 0
+
+    def append(self, records: Any) -> None:
+        self.appends += 1
+        raise RuntimeError("driver bug")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+class UnloggedMetrics:
+    """Counts what the dispatcher reports as not logged; ignores the rest."""
+
+    def __init__(self) -> None:
+        self.unlogged = 0
+
+    def events_unlogged(self, count: int) -> None:
+        self.unlogged += count
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
+async def test_events_are_still_delivered_when_the_log_write_fails_unexpectedly(
+    receiver: WebhookReceiver, store: SqliteEventStore, targets: Targets
+) -> None:
+    """A log write that raises anything loses the log records, counted, never the deliveries."""
+    broken = BrokenStore(store)
+    metrics = UnloggedMetrics()
+    d = WebhookDispatcher(
+        broken,  # type: ignore[arg-type]
+        targets,
+        policy=FAST,
+        timeout=2.0,
+        metrics=metrics,  # type: ignore[arg-type]
+    )
+    await d.start()
+    try:
+        sid = new_session_id()
+        targets[sid] = DeliveryTarget(receiver.url("/broken-log"), "whsec_x-0123456789abcdef")
+        sent = [event(sid, n) for n in range(5)]
+        for e in sent:
+            d.submit(e)
+        assert await d.wait_idle(WAIT)
+        assert [body_of(r)["id"] for r in receiver.delivered()] == [e.id for e in sent]
+        assert broken.appends >= 1
+        assert d.counters["log_failed"] == 5
+        assert metrics.unlogged == 5
+        later = event(sid, 5)  # the intake loop survived: a later event goes out too
+        d.submit(later)
+        assert await d.wait_idle(WAIT)
+        assert body_of(receiver.delivered()[-1])["id"] == later.id
+    finally:
+        await d.stop(timeout=0.5)

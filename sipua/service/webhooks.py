@@ -310,10 +310,13 @@ class WebhookDispatcher:
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until everything submitted so far is delivered or given up on (for tests)."""
-        deadline = asyncio.get_running_loop().time() + timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         while True:
             await self._flush_intake()
             if not self._queued:
+                if self._writer is not None:  # the writes queued so far have been made
+                    await loop.run_in_executor(self._writer, _nothing)
                 return True
             assert self._idle is not None
             remaining = deadline - asyncio.get_running_loop().time()
@@ -583,10 +586,7 @@ class WebhookDispatcher:
     # -- bookkeeping ---------------------------------------------------------------------------
 
     def _record(self, attempt: DeliveryAttempt) -> None:
-        try:
-            self.store.record_attempt(attempt)
-        except StoreError as exc:
-            log.error("could not record a webhook attempt: %s", exc)
+        self._off_loop(self._write_attempt, attempt)
 
     def _set_status(
         self,
@@ -596,15 +596,54 @@ class WebhookDispatcher:
         *,
         delivered_at: datetime | None = None,
     ) -> None:
+        self._off_loop(self._write_status, event_id, status, error, delivered_at)
+
+    def _off_loop(self, work: Callable[..., None], *args: Any) -> None:
+        """Run a bookkeeping write on the writer thread, after every write queued before it.
+
+        The event loop never waits for SQLite (nor for its lock, which the writer thread
+        holds while it logs a batch). One thread keeps the order: an event's row is written
+        before its attempts and status. Without a writer (not started, or stopped): here.
+        """
+        writer = self._writer
+        if writer is not None:
+            try:
+                writer.submit(work, *args)
+                return
+            except RuntimeError:  # shut down meanwhile
+                pass
+        work(*args)
+
+    def _write_attempt(self, attempt: DeliveryAttempt) -> None:
+        try:
+            self.store.record_attempt(attempt)
+        except StoreError as exc:
+            log.error("could not record a webhook attempt: %s", exc)
+        except Exception:  # noqa: BLE001 - the writer thread has no one to raise to
+            log.exception("could not record a webhook attempt")
+
+    def _write_status(
+        self,
+        event_id: str,
+        status: DeliveryStatus,
+        error: str | None,
+        delivered_at: datetime | None,
+    ) -> None:
         try:
             self.store.set_status(event_id, status, error=error, delivered_at=delivered_at)
         except StoreError as exc:
             log.error("could not record a delivery status: %s", exc)
+        except Exception:  # noqa: BLE001 - the writer thread has no one to raise to
+            log.exception("could not record a delivery status")
 
     def _result(self, status: str) -> None:
         self.counters[status] = self.counters.get(status, 0) + 1
         if self.metrics is not None:
             self.metrics.webhook_result(status)
+
+
+def _nothing() -> None:
+    pass
 
 
 def _retryable(status: int | None, error: str | None) -> bool:

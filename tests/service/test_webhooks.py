@@ -540,3 +540,46 @@ async def test_events_are_still_delivered_when_the_log_write_fails_unexpectedly(
         assert body_of(receiver.delivered()[-1])["id"] == later.id
     finally:
         await d.stop(timeout=0.5)
+
+
+class ThreadRecordingStore:
+    """The SQLite store, noting which thread makes each bookkeeping write."""
+
+    def __init__(self, store: SqliteEventStore) -> None:
+        self.store = store
+        self.threads: list[tuple[str, threading.Thread]] = []
+
+    def record_attempt(self, attempt: Any) -> None:
+        self.threads.append(("attempt", threading.current_thread()))
+        self.store.record_attempt(attempt)
+
+    def set_status(self, *args: Any, **kwargs: Any) -> None:
+        self.threads.append(("status", threading.current_thread()))
+        self.store.set_status(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+async def test_delivery_bookkeeping_is_written_off_the_event_loop_and_in_order(
+    receiver: WebhookReceiver, store: SqliteEventStore, targets: Targets
+) -> None:
+    """Attempts and statuses go to the writer thread; wait_idle() returns once they are made."""
+    recording = ThreadRecordingStore(store)
+    d = WebhookDispatcher(recording, targets, policy=FAST, timeout=2.0)  # type: ignore[arg-type]
+    await d.start()
+    try:
+        sid = new_session_id()
+        targets[sid] = DeliveryTarget(receiver.url("/bookkeeping"), "whsec_x-0123456789abcdef")
+        receiver.script("/bookkeeping", 500)  # one retry: two attempts, then the status
+        sent = event(sid, 1)
+        d.submit(sent)
+        assert await d.wait_idle(WAIT)
+        kinds = [kind for kind, _ in recording.threads]
+        assert kinds == ["attempt", "attempt", "status"]
+        assert all(t is not threading.main_thread() for _, t in recording.threads)
+        record = store.get(sent.id)
+        assert record is not None and record.delivery_status == "delivered"
+        assert record.attempts == 2
+    finally:
+        await d.stop(timeout=0.5)

@@ -8,6 +8,8 @@ under load. CPU time of the process, and of it the time spent in the garbage col
 
     python bench/service_inproc.py [calls] [--profile] [--objects] [--garbage] [key=value ...]
 
+``--profile`` prints cProfile's top functions and writes the whole profile to
+``$TMPDIR/service_inproc.prof`` (for ``pstats``: callers, callees).
 ``key=value`` are settings overrides (as ``load_settings`` takes them, e.g. ``sip__trace_calls=0``).
 ``--objects`` prints what the run left tracked by the collector (what lingering transactions and
 dialogs retain per call); ``--garbage`` runs 200 more calls and prints what of them became cyclic
@@ -137,6 +139,7 @@ async def run(calls: int, args: list[str]) -> None:
                 gc.set_debug(0)
                 gc.garbage.clear()
             if prof:
+                prof.dump_stats(str(Path(tempfile.gettempdir()) / "service_inproc.prof"))
                 pstats.Stats(prof).sort_stats("tottime").print_stats(40)
         finally:
             await service.stop()

@@ -390,11 +390,21 @@ async def test_pending_events_are_delivered_after_a_restart(
     assert [a.attempt for a in record.attempt_log] == [1, 2]  # numbering carried on
 
 
-class GatedStore:
-    """The SQLite store, with append() recording its thread and waiting for a gate to open."""
+class StoreWrapper:
+    """The SQLite store, with the methods a test overrides; the rest passes through."""
 
     def __init__(self, store: SqliteEventStore) -> None:
         self.store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+class GatedStore(StoreWrapper):
+    """The SQLite store, with append() recording its thread and waiting for a gate to open."""
+
+    def __init__(self, store: SqliteEventStore) -> None:
+        super().__init__(store)
         self.gate = threading.Event()
         self.entered = threading.Event()
         self.threads: list[threading.Thread] = []
@@ -404,9 +414,6 @@ class GatedStore:
         self.entered.set()
         assert self.gate.wait(WAIT), "the test never opened the gate"
         self.store.append(records)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.store, name)
 
 
 async def test_the_event_log_is_written_off_the_event_loop_and_stop_loses_nothing(
@@ -481,19 +488,16 @@ async def test_events_are_delivered_in_order_when_a_flush_meets_a_batch_in_fligh
         await d.stop(timeout=0.5)
 
 
-class BrokenStore:
+class BrokenStore(StoreWrapper):
     """The SQLite store, with append() failing the way a driver bug would (not a StoreError)."""
 
     def __init__(self, store: SqliteEventStore) -> None:
-        self.store = store
+        super().__init__(store)
         self.appends = 0
 
     def append(self, records: Any) -> None:
         self.appends += 1
         raise RuntimeError("driver bug")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.store, name)
 
 
 class UnloggedMetrics:
@@ -542,11 +546,11 @@ async def test_events_are_still_delivered_when_the_log_write_fails_unexpectedly(
         await d.stop(timeout=0.5)
 
 
-class ThreadRecordingStore:
+class ThreadRecordingStore(StoreWrapper):
     """The SQLite store, noting which thread makes each bookkeeping write."""
 
     def __init__(self, store: SqliteEventStore) -> None:
-        self.store = store
+        super().__init__(store)
         self.threads: list[tuple[str, threading.Thread]] = []
 
     def record_attempt(self, attempt: Any) -> None:
@@ -556,9 +560,6 @@ class ThreadRecordingStore:
     def set_status(self, *args: Any, **kwargs: Any) -> None:
         self.threads.append(("status", threading.current_thread()))
         self.store.set_status(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.store, name)
 
 
 async def test_delivery_bookkeeping_is_written_off_the_event_loop_and_in_order(

@@ -804,15 +804,24 @@ def test_acknowledged_invite_is_buried_absorbs_retransmissions_answers_cancel_an
     assert len(peer.received("481/CANCEL")) == 1
 
 
-def test_confirmed_invite_is_buried_and_absorbs_ack_retransmissions():
+def rejected_and_acked(invite_request=None):
+    """An INVITE answered 486 and its ACK received, then the layer's timers run (it settles)."""
     net, uas, peer = server()
-    invite, tx = deliver_invite(net, peer, uas)
+    if invite_request is None:
+        invite, tx = deliver_invite(net, peer, uas)
+    else:
+        invite, tx = deliver_invite(net, peer, uas, invite_request)
     final = make_response(tx.request, 486, to_tag="busy")
     uas.layer.respond(tx, final, net.now)
     ack = same_transaction(invite, "ACK", to=final.get("to"))
     peer.send("uas", ack)
     net.run(until=0.125)
     uas.layer.handle_timer(net.now)
+    return net, uas, peer, invite, tx, ack
+
+
+def test_confirmed_invite_is_buried_and_absorbs_ack_retransmissions():
+    net, uas, peer, invite, tx, ack = rejected_and_acked()
     assert not layer_holds(uas.layer, tx) and tx.state is State.CONFIRMED
     peer.send("uas", ack)  # absorbed, as in Confirmed: no stray ACK for the user
     peer.send("uas", invite)
@@ -827,14 +836,7 @@ def test_confirmed_invite_is_buried_and_absorbs_ack_retransmissions():
 def test_buried_rfc2543_invite_absorbs_only_the_ack_with_its_to_tag():
     # RFC 3261 §17.2.3: without a branch the ACK is matched by the request's fields and the
     # To tag of the response; the tombstone keeps that tag to match ACK retransmissions.
-    net, uas, peer = server()
-    invite, tx = deliver_invite(net, peer, uas, request(branch=None))
-    final = make_response(tx.request, 486, to_tag="busy")
-    uas.layer.respond(tx, final, net.now)
-    ack = same_transaction(invite, "ACK", to=final.get("to"))
-    peer.send("uas", ack)
-    net.run(until=0.125)
-    uas.layer.handle_timer(net.now)
+    net, uas, peer, invite, tx, ack = rejected_and_acked(request(branch=None))
     assert uas.layer.tombstones == 1 and not layer_holds(uas.layer, tx)
     peer.send("uas", ack)  # its retransmission: absorbed
     net.run(until=0.25)
